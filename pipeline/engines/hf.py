@@ -1,0 +1,159 @@
+"""transformers engine: the exact reference, and the fast path for tiny models."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.engines.base import Completion, SamplingConfig, TokenScores, check_lengths
+
+log = logging.getLogger(__name__)
+
+# Cap on the fp32 logits one batch may hold (generate keeps [batch, new tokens, vocab]).
+LOGITS_BUDGET_BYTES = 1 << 30
+
+
+def _batches(order: Sequence[int], sizes: Sequence[int], budget_tokens: int, max_rows: int) -> Iterator[list[int]]:
+    """Group indices (in ``order``) so each batch's padded size stays under ``budget_tokens``."""
+    batch: list[int] = []
+    longest = 0
+    for i in order:
+        longest_if = max(longest, sizes[i])
+        if batch and (longest_if * (len(batch) + 1) > budget_tokens or len(batch) >= max_rows):
+            yield batch
+            batch, longest_if = [], sizes[i]
+        batch.append(i)
+        longest = longest_if
+    if batch:
+        yield batch
+
+
+class HFEngine:
+    """A ``transformers`` causal LM in-process (CPU fp32 by default)."""
+
+    name = "transformers"
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        seed: int = 0,
+        dtype: str = "float32",
+        device: str | None = None,
+        max_batch_rows: int = 64,
+    ) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        start = time.perf_counter()
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).to(self.device).eval()
+        self.vocab_size = self.model.get_output_embeddings().weight.shape[0]
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        eos = self.model.generation_config.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos if eos is not None else self.tokenizer.eos_token_id])
+        self.max_batch_rows = max_batch_rows
+        torch.manual_seed(seed)
+        self.startup_s = time.perf_counter() - start
+        log.info("transformers engine: %s loaded in %.1fs on %s", model_path, self.startup_s, self.device)
+
+    def _left_pad(self, rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+            mask[i, width - len(row) :] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    @torch.inference_mode()
+    def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingConfig) -> list[list[Completion]]:
+        per_row = sampling.max_tokens * self.vocab_size * 4 * sampling.n
+        prompts_per_batch = max(1, min(self.max_batch_rows // sampling.n or 1, LOGITS_BUDGET_BYTES // per_row))
+        results: list[list[Completion]] = []
+        for start in range(0, len(prompts), prompts_per_batch):
+            chunk = prompts[start : start + prompts_per_batch]
+            ids, mask = self._left_pad(chunk)
+            out = self.model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                do_sample=sampling.temperature > 0,
+                temperature=sampling.temperature if sampling.temperature > 0 else None,
+                top_p=sampling.top_p,
+                top_k=0,
+                max_new_tokens=sampling.max_tokens,
+                num_return_sequences=sampling.n,
+                output_logits=True,
+                return_dict_in_generate=True,
+                pad_token_id=self.pad_id,
+                eos_token_id=sorted(self.eos_ids),
+            )
+            new = out.sequences[:, ids.shape[1] :]
+            # Raw (temperature-1) logits of each generated position -> log-prob of the sampled token.
+            token_lp = torch.stack(
+                [torch.log_softmax(step.float(), dim=-1).gather(1, new[:, t : t + 1]).squeeze(1) for t, step in enumerate(out.logits)],
+                dim=1,
+            )
+            for p in range(len(chunk)):
+                samples = []
+                for j in range(sampling.n):
+                    row = p * sampling.n + j
+                    tokens = new[row].tolist()
+                    stop = next((t for t, tok in enumerate(tokens) if tok in self.eos_ids), None)
+                    keep = len(tokens) if stop is None else stop + 1
+                    tokens = tokens[:keep]
+                    samples.append(
+                        Completion(
+                            text=self.tokenizer.decode(tokens, skip_special_tokens=True),
+                            token_ids=tokens,
+                            logprobs=token_lp[row, :keep].tolist(),
+                            finish_reason="length" if stop is None else "stop",
+                        )
+                    )
+                results.append(samples)
+        return results
+
+    @torch.inference_mode()
+    def score(
+        self, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], *, top_k: int
+    ) -> list[TokenScores]:
+        check_lengths(prompts, completions)
+        k = min(top_k, self.vocab_size)
+        rows = [list(p) + list(c) for p, c in zip(prompts, completions)]
+        sizes = [len(r) for r in rows]
+        order = sorted(range(len(rows)), key=lambda i: -sizes[i])
+        per_token = max(1, 4 * self.vocab_size)
+        budget = max(max(sizes, default=1), LOGITS_BUDGET_BYTES // per_token)
+        results: list[TokenScores | None] = [None] * len(rows)
+        for batch in _batches(order, sizes, budget, self.max_batch_rows):
+            ids, mask = self._left_pad([rows[i] for i in batch])
+            keep = max(len(completions[i]) for i in batch) + 1
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep).logits
+            for b, i in enumerate(batch):
+                n = len(completions[i])
+                # Left padding aligns every row's end: the logits predicting completion token t of
+                # row i sit at kept position keep - n - 1 + t.
+                logprobs = torch.log_softmax(logits[b, keep - n - 1 : keep - 1].float(), dim=-1)
+                results[i] = _scores_from_logprobs(logprobs, torch.tensor(completions[i], dtype=torch.long, device=logprobs.device), k)
+        return results  # type: ignore[return-value]  # every index was filled
+
+    def close(self) -> None:
+        del self.model
+
+
+def _scores_from_logprobs(logprobs: torch.Tensor, targets: torch.Tensor, k: int) -> TokenScores:
+    """Top-k, realised-token log-prob and exact tail log-mass from full ``[T, V]`` log-probs."""
+    top_lp, top_ids = logprobs.topk(k, dim=-1)
+    rest = logprobs.scatter(1, top_ids, float("-inf"))
+    return TokenScores(
+        topk_ids=top_ids.to(torch.int32).cpu().numpy(),
+        topk_logprobs=top_lp.cpu().numpy().astype(np.float32),
+        token_logprobs=logprobs.gather(1, targets[:, None]).squeeze(1).cpu().numpy().astype(np.float32),
+        tail_logmass=torch.logsumexp(rest, dim=-1).cpu().numpy().astype(np.float32),
+    )

@@ -1,0 +1,18 @@
+"""One logging setup for every stage: a per-job log file plus stderr."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def setup_logging(log_path: str | Path | None = None, *, level: int = logging.INFO) -> None:
+    """Send ``pipeline.*`` logs to ``log_path`` (if given) and stderr; idempotent per process."""
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_path is not None:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_path, mode="w"))
+    logging.basicConfig(level=level, format=FORMAT, handlers=handlers, force=True)

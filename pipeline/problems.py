@@ -1,0 +1,183 @@
+"""Stage ``prepare_problems``: train/eval problem files plus a rejects file.
+
+Two sources: the built-in seeded ``arith`` generator, or any table ``datasets.load_dataset`` reads
+(local parquet/jsonl/csv, a hub id where a hub is reachable, or ``champ``, the problems the
+``champ-dataset`` wheel ships) with a column mapping. Bad rows go to the rejects file with a reason;
+they never crash the stage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+from pathlib import Path
+
+import polars as pl
+
+from pipeline.artifacts import PROBLEMS_SCHEMA, REJECTS_SCHEMA, write_artifact
+from pipeline.config import DatasetSource, ProblemsConfig
+from pipeline.tasks.arith import generate_problems
+from pipeline.tasks.verify import is_parsable_answer
+
+log = logging.getLogger(__name__)
+STAGE = "prepare_problems"
+# Bump when the files this stage writes change for the same config: reruns prepare_problems.
+STAGE_VERSION = 1
+_BOXED_RE = re.compile(r"\\boxed\{((?:[^{}]|\{[^{}]*\})*)\}")
+
+
+def arith_frames(cfg: ProblemsConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Generate the eval and train sets from independent seeded streams (editing one keeps the other)."""
+    eval_set = generate_problems(cfg.n_eval, seed=f"{cfg.seed}-eval", settings=cfg.arith)
+    train_set = generate_problems(
+        cfg.n_train, seed=f"{cfg.seed}-train", settings=cfg.arith, exclude=frozenset(p.question for p in eval_set)
+    )
+
+    def frame(problems: list, split: str) -> pl.DataFrame:
+        rows = [
+            {
+                "problem_id": p.problem_id,
+                "split": split,
+                "question": p.question,
+                "answer": str(p.answer),
+                "reference": p.reference,
+                "source": "arith",
+                "verifier": "exact",
+                "num_steps": len(p.steps),
+                "steps": [s.as_dict() for s in p.steps],
+            }
+            for p in problems
+        ]
+        return pl.DataFrame(rows, schema=PROBLEMS_SCHEMA)
+
+    return frame(train_set, "train"), frame(eval_set, "eval")
+
+
+def extract_answer(raw: str | None, answer_format: str) -> tuple[str | None, str | None]:
+    """(answer, reference-from-answer) for one raw answer cell in a given format."""
+    if raw is None:
+        return None, None
+    text = str(raw)
+    if answer_format == "gsm8k":
+        if "####" not in text:
+            return None, None
+        reasoning, _, answer = text.rpartition("####")
+        return answer.strip().replace(",", "") or None, reasoning.strip() or None
+    if answer_format == "boxed":
+        found = _BOXED_RE.findall(text)
+        return (found[-1].strip() or None) if found else None, text.strip()
+    return text.strip() or None, None
+
+
+def clean_rows(raw: pl.DataFrame, source: DatasetSource, *, source_name: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Map a loaded table to problem rows; return (good rows, rejects with a reason)."""
+    for column in (source.question_column, source.answer_column, source.reference_column):
+        if column is not None and column not in raw.columns:
+            raise KeyError(f"column {column!r} is not in the dataset; its columns are {raw.columns}")
+    good, rejects, seen = [], [], set()
+    for index, row in enumerate(raw.iter_rows(named=True)):
+        question = row[source.question_column]
+        question = str(question).strip() if question is not None else ""
+        raw_answer = row[source.answer_column]
+        answer, derived_reference = extract_answer(raw_answer, source.answer_format)
+        reason = None
+        if not question:
+            reason = "no question"
+        elif answer is None:
+            reason = "no answer"
+        elif not is_parsable_answer(answer, method=source.verifier):
+            reason = "unparsable answer"
+        elif " ".join(question.lower().split()) in seen:
+            reason = "duplicate question"
+        if reason:
+            rejects.append(
+                {"source": source_name, "row_index": index, "reason": reason, "question": question,
+                 "answer": None if raw_answer is None else str(raw_answer)}
+            )
+            continue
+        seen.add(" ".join(question.lower().split()))
+        reference = row[source.reference_column] if source.reference_column else derived_reference
+        good.append(
+            {
+                "problem_id": f"{source_name}-{index:06d}",
+                "split": "",
+                "question": question,
+                "answer": answer,
+                "reference": "" if reference is None else str(reference),
+                "source": source_name,
+                "verifier": source.verifier,
+                "num_steps": 0,
+                "steps": [],
+            }
+        )
+    return pl.DataFrame(good, schema=PROBLEMS_SCHEMA), pl.DataFrame(rejects, schema=REJECTS_SCHEMA)
+
+
+def split_rows(good: pl.DataFrame, *, n_train: int, n_eval: int, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Seeded shuffle, then the first ``n_eval`` rows are eval and up to ``n_train`` more are train."""
+    if good.height < 2:
+        raise ValueError(f"only {good.height} usable problems; need at least 2 (see the rejects file)")
+    shuffled = good.sample(fraction=1.0, shuffle=True, seed=seed)
+    n_eval = min(n_eval, shuffled.height // 2)
+    eval_set = shuffled.head(n_eval).with_columns(split=pl.lit("eval"))
+    train_set = shuffled.slice(n_eval, n_train).with_columns(split=pl.lit("train"))
+    if train_set.height < n_train or eval_set.height < n_eval:
+        log.warning("asked for %d train / %d eval problems, have %d / %d", n_train, n_eval, train_set.height, eval_set.height)
+    return train_set, eval_set
+
+
+def champ_frame() -> pl.DataFrame:
+    """The 270 problems the ``champ-dataset`` wheel ships, as ``question``/``answer``/``reference``."""
+    import champ_dataset
+
+    data = json.loads((Path(champ_dataset.__file__).parent / "dataset_files" / "v0.json").read_text())
+    rows = [
+        {
+            "question": p["_text"],
+            "answer": p["_answer"],
+            "reference": " ".join(step["_text"] for step in p["solution"]["steps"]),
+        }
+        for p in data["problems"].values()
+    ]
+    return pl.DataFrame(rows)
+
+
+def load_source(source: DatasetSource) -> pl.DataFrame:
+    """Read a problem source with ``datasets.load_dataset`` into a polars frame."""
+    import datasets
+
+    if source.builder == "champ":
+        return champ_frame()
+    kwargs = {"split": source.split}
+    if source.data_files:
+        kwargs["data_files"] = list(source.data_files)
+    if source.field:
+        kwargs["field"] = source.field
+    return datasets.load_dataset(source.builder, **kwargs).to_polars()
+
+
+def prepare_problems(*, train: Path, eval: Path, rejects: Path, cfg: ProblemsConfig) -> dict[str, int]:
+    """Write the train, eval and rejects files for ``cfg``; return row counts."""
+    if cfg.source == "arith":
+        train_df, eval_df = arith_frames(cfg)
+        rejects_df = pl.DataFrame(schema=REJECTS_SCHEMA)
+    else:
+        assert cfg.dataset is not None
+        raw = load_source(cfg.dataset)
+        good, rejects_df = clean_rows(raw, cfg.dataset, source_name=cfg.dataset.builder.replace("/", "_"))
+        train_df, eval_df = split_rows(good, n_train=cfg.n_train, n_eval=cfg.n_eval, seed=cfg.seed)
+    params = dataclasses.asdict(cfg)
+    for frame, path, schema, name in (
+        (train_df, train, PROBLEMS_SCHEMA, "problems"),
+        (eval_df, eval, PROBLEMS_SCHEMA, "problems"),
+        (rejects_df, rejects, REJECTS_SCHEMA, "rejects"),
+    ):
+        write_artifact(frame, path, schema=schema, artifact=name, stage=STAGE, params=params)
+    counts = {"train": train_df.height, "eval": eval_df.height, "rejects": rejects_df.height}
+    if rejects_df.height:
+        reasons = rejects_df.group_by("reason").len().sort("reason").iter_rows()
+        log.warning("rejected %d rows: %s", rejects_df.height, ", ".join(f"{r}={n}" for r, n in reasons))
+    log.info("problems: %s", counts)
+    return counts

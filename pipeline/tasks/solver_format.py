@@ -1,0 +1,97 @@
+"""The solver's step-tagged output format, its prompt, and the parser that reads it back.
+
+A response looks like::
+
+    <step_1> 64 - 15 = 49 </step_1>
+    <step_2> 49 * 3 = 147 </step_2>
+    <answer> 147 </answer>
+
+Steps are numbered from 1 in order; each step's character span covers its whole tag, so per-token
+analyses can map tokens to steps. The prompt is a one-shot example on a different problem: example
+numbers inside a bare format instruction get copied into answers by small solvers (premise check).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+STEP_RE = re.compile(r"<step_(\d+)>(.*?)</step_\1>", re.DOTALL)
+ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+
+PROMPT_VERSION = "solver-v2"
+INSTRUCTION = (
+    "Solve the math word problem. Use one arithmetic operation per step, each step on its own line "
+    "in the form <step_k> a op b = c </step_k> where op is one of + - * /. After the steps, write the "
+    "final line <answer> N </answer> where N is the final number. Write nothing else."
+)
+EXAMPLE_QUESTION = (
+    "A market has 64 melons. Then 15 of the melons are sold. Each of the melons is then cut into "
+    "3 slices. How many slices are there at the end?"
+)
+EXAMPLE_SOLUTION = "<step_1> 64 - 15 = 49 </step_1>\n<step_2> 49 * 3 = 147 </step_2>\n<answer> 147 </answer>"
+
+
+@dataclass(frozen=True)
+class StepSpan:
+    """One ``<step_k>`` tag: its number, inner text and character span ``[start, end)``."""
+
+    number: int
+    text: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class ParsedResponse:
+    steps: tuple[StepSpan, ...]
+    answer: str | None
+    answer_span: tuple[int, int] | None
+
+    @property
+    def format_ok(self) -> bool:
+        """At least one step, numbered 1..n in order, and an answer tag after the last step."""
+        numbered = [s.number for s in self.steps] == list(range(1, len(self.steps) + 1))
+        answer_last = self.answer_span is not None and (not self.steps or self.answer_span[0] >= self.steps[-1].end)
+        return bool(self.steps) and numbered and self.answer is not None and answer_last
+
+
+def parse_response(text: str) -> ParsedResponse:
+    """Split a response into step spans and extract the (first) answer tag's content."""
+    steps = tuple(StepSpan(int(m.group(1)), m.group(2).strip(), m.start(), m.end()) for m in STEP_RE.finditer(text))
+    match = ANSWER_RE.search(text)
+    if match is None:
+        return ParsedResponse(steps, None, None)
+    return ParsedResponse(steps, match.group(1).strip(), (match.start(), match.end()))
+
+
+def render_solution(steps: Sequence[str], answer: str) -> str:
+    """Write step texts and an answer in the solver's format."""
+    lines = [f"<step_{i}> {text.strip()} </step_{i}>" for i, text in enumerate(steps, start=1)]
+    return "\n".join([*lines, f"<answer> {answer.strip()} </answer>"])
+
+
+def solver_user_message(
+    question: str,
+    *,
+    instruction: str = INSTRUCTION,
+    example_question: str = EXAMPLE_QUESTION,
+    example_solution: str = EXAMPLE_SOLUTION,
+) -> str:
+    """The user turn that asks the solver for a step-tagged solution."""
+    return (
+        f"{instruction}\n\nExample:\nQuestion: {example_question}\nSolution:\n{example_solution}\n\n"
+        f"Question: {question}\nSolution:"
+    )
+
+
+def render_chat_prompt(tokenizer: Any, user_message: str, *, enable_thinking: bool = False) -> str:
+    """Apply the model's chat template to one user turn, ending with the assistant's generation prompt."""
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": user_message}],
+        tokenize=False,
+        add_generation_prompt=True,
+        enable_thinking=enable_thinking,
+    )

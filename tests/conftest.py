@@ -1,0 +1,37 @@
+"""Shared fixtures: repo paths and the prepared smoke and Qwen models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import ModelSpec, from_params
+from pipeline.models import prepare_model
+
+ROOT = Path(__file__).resolve().parent.parent
+SMOKE_CONFIG = ROOT / "config" / "smoke.yaml"
+DEFAULT_CONFIG = ROOT / "config" / "config.yaml"
+
+
+def _model_dir(config_path: Path, cache: Path) -> Path:
+    """Prepare the config's solver once into ``cache`` (reused across sessions like the DAG's)."""
+    config = yaml.safe_load(config_path.read_text())
+    name = config["solver"]
+    out = cache / name
+    if not (out / "pipeline_model.json").is_file():
+        prepare_model(out_dir=out, name=name, spec=from_params(ModelSpec, config["models"][name]))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The smoke config's tiny model, built fresh for the session (a second or two)."""
+    return _model_dir(SMOKE_CONFIG, tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def qwen_model_dir() -> Path:
+    """The default solver, prepared into resources/models like the DAG does (minutes, once)."""
+    return _model_dir(DEFAULT_CONFIG, ROOT / "resources" / "models")

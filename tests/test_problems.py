@@ -1,0 +1,91 @@
+import json
+
+import polars as pl
+import pytest
+
+from pipeline.artifacts import PROBLEMS_SCHEMA, REJECTS_SCHEMA, read_artifact, read_metadata
+from pipeline.config import DatasetSource, ProblemsConfig
+from pipeline.problems import arith_frames, clean_rows, extract_answer, load_source, prepare_problems, split_rows
+
+ROWS = [
+    {"q": "What is 2 + 3?", "a": "Add them. #### 5"},
+    {"q": "", "a": "#### 1"},  # no question
+    {"q": "What is 4 * 4?", "a": "sixteen"},  # no '####'
+    {"q": "What is 1 + 1?", "a": "#### two"},  # unparsable
+    {"q": "what is 2 + 3?  ", "a": "#### 5"},  # duplicate after normalising
+    {"q": None, "a": None},
+    {"q": "What is 10 - 4?", "a": "Subtract. #### 6"},
+    {"q": "What is 1,000 + 1?", "a": "#### 1,001"},
+]
+
+
+def test_extract_answer_formats():
+    assert extract_answer("Because. #### 1,234", "gsm8k") == ("1234", "Because.")
+    assert extract_answer("so \\boxed{\\frac{1}{2}} done", "boxed")[0] == "\\frac{1}{2}"
+    assert extract_answer(" 7 ", "plain") == ("7", None)
+    assert extract_answer("no marker", "gsm8k") == (None, None)
+
+
+def test_clean_rows_rejects_bad_rows_with_reasons():
+    source = DatasetSource(builder="json", question_column="q", answer_column="a", answer_format="gsm8k", verifier="exact")
+    good, rejects = clean_rows(pl.DataFrame(ROWS), source, source_name="toy")
+    assert good["answer"].to_list() == ["5", "6", "1001"]
+    assert good["reference"].to_list() == ["Add them.", "Subtract.", ""]
+    assert dict(zip(rejects["row_index"], rejects["reason"])) == {
+        1: "no question",
+        2: "no answer",
+        3: "unparsable answer",
+        4: "duplicate question",
+        5: "no question",
+    }
+
+
+def test_missing_column_is_named():
+    source = DatasetSource(builder="json", question_column="problem")
+    with pytest.raises(KeyError, match="'problem' is not in the dataset"):
+        clean_rows(pl.DataFrame(ROWS), source, source_name="toy")
+
+
+def test_loader_end_to_end_from_local_jsonl(tmp_path):
+    data = tmp_path / "toy.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in ROWS))
+    source = DatasetSource(
+        builder="json", data_files=(str(data),), question_column="q", answer_column="a", answer_format="gsm8k", verifier="exact"
+    )
+    cfg = ProblemsConfig(source="dataset", seed=0, n_train=5, n_eval=1, dataset=source)
+    out = {name: tmp_path / f"{name}.parquet" for name in ("train", "eval", "rejects")}
+    counts = prepare_problems(**out, cfg=cfg)
+    assert counts == {"train": 2, "eval": 1, "rejects": 5}
+    train = read_artifact(out["train"], schema=PROBLEMS_SCHEMA, artifact="problems")
+    evals = read_artifact(out["eval"], schema=PROBLEMS_SCHEMA, artifact="problems")
+    assert not set(train["problem_id"]) & set(evals["problem_id"])
+    assert read_artifact(out["rejects"], schema=REJECTS_SCHEMA, artifact="rejects").height == 5
+    assert read_metadata(out["train"])["stage"] == "prepare_problems"
+
+
+def test_champ_wheel_loads():
+    source = DatasetSource(builder="champ", reference_column="reference", verifier="math")
+    good, rejects = clean_rows(load_source(source), source, source_name="champ")
+    assert good.height + rejects.height == 270
+    assert good.height > 200
+    assert (good["reference"].str.len_chars() > 0).all()
+
+
+def test_split_is_seeded_and_disjoint():
+    good = pl.DataFrame(
+        [{"problem_id": f"p{i}", "split": "", "question": f"q{i}", "answer": "1", "reference": "", "source": "t",
+          "verifier": "exact", "num_steps": 0, "steps": []} for i in range(20)],
+        schema=PROBLEMS_SCHEMA,
+    )
+    a = split_rows(good, n_train=10, n_eval=5, seed=1)
+    b = split_rows(good, n_train=10, n_eval=5, seed=1)
+    assert a[0].equals(b[0]) and a[1].equals(b[1])
+    assert not set(a[0]["problem_id"]) & set(a[1]["problem_id"])
+
+
+def test_arith_eval_set_does_not_move_when_n_train_changes():
+    small = arith_frames(ProblemsConfig(n_train=5, n_eval=4))
+    big = arith_frames(ProblemsConfig(n_train=50, n_eval=4))
+    assert small[1].equals(big[1])
+    assert small[0]["problem_id"].to_list() == big[0]["problem_id"].head(5).to_list()
+    assert not set(big[0]["question"]) & set(big[1]["question"])

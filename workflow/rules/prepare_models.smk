@@ -1,0 +1,21 @@
+# `snakemake prepare_models` prepares every model the config uses; each one is its own cached
+# job of `prepare_model`, so adding a critic never rebuilds the solver.
+rule prepare_models:
+    input:
+        used_model_dirs(),
+
+
+rule prepare_model:
+    output:
+        directory("resources/models/{model}"),
+    params:
+        spec=model_spec,
+        version=pipeline.models.STAGE_VERSION,
+    log:
+        "logs/prepare_model/{model}.log",
+    benchmark:
+        "benchmarks/prepare_model/{model}.tsv"
+    conda:
+        "../../envs/pipeline.yaml"
+    script:
+        "../scripts/prepare_model.py"

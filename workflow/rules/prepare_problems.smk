@@ -1,0 +1,16 @@
+rule prepare_problems:
+    output:
+        train="results/problems/train.parquet",
+        eval="results/problems/eval.parquet",
+        rejects="results/problems/rejects.parquet",
+    params:
+        cfg=config["problems"],
+        version=pipeline.problems.STAGE_VERSION,
+    log:
+        "logs/prepare_problems/prepare_problems.log",
+    benchmark:
+        "benchmarks/prepare_problems/prepare_problems.tsv"
+    conda:
+        "../../envs/pipeline.yaml"
+    script:
+        "../scripts/prepare_problems.py"

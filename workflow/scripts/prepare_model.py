@@ -1,0 +1,15 @@
+"""Adapter: rule prepare_model -> pipeline.models.prepare_model."""
+
+from pathlib import Path
+
+from pipeline.config import ModelSpec, from_params
+from pipeline.logs import setup_logging
+from pipeline.models import prepare_model
+
+snakemake = globals()["snakemake"]  # injected by Snakemake's script: directive
+setup_logging(snakemake.log[0])
+prepare_model(
+    out_dir=Path(snakemake.output[0]),
+    name=snakemake.wildcards.model,
+    spec=from_params(ModelSpec, snakemake.params.spec, where=f"models.{snakemake.wildcards.model}"),
+)

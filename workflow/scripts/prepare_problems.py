@@ -1,0 +1,16 @@
+"""Adapter: rule prepare_problems -> pipeline.problems.prepare_problems."""
+
+from pathlib import Path
+
+from pipeline.config import ProblemsConfig, from_params
+from pipeline.logs import setup_logging
+from pipeline.problems import prepare_problems
+
+snakemake = globals()["snakemake"]  # injected by Snakemake's script: directive
+setup_logging(snakemake.log[0])
+prepare_problems(
+    train=Path(snakemake.output.train),
+    eval=Path(snakemake.output.eval),
+    rejects=Path(snakemake.output.rejects),
+    cfg=from_params(ProblemsConfig, snakemake.params.cfg, where="problems"),
+)
