@@ -60,6 +60,19 @@ def validate_config(config: Mapping[str, Any], schema_path: Path = SCHEMA_PATH) 
         raise ConfigError(f"invalid config:\n  solver: {config['solver']!r} is not a key of models ({', '.join(config['models'])})")
 
 
+def canonical(section: Any) -> Any:
+    """A config section with dict keys sorted recursively.
+
+    Snakemake compares ``params`` by their repr, so key order would otherwise count as a change:
+    reordering keys in a YAML file must not rerun a stage.
+    """
+    if isinstance(section, Mapping):
+        return {key: canonical(section[key]) for key in sorted(section)}
+    if isinstance(section, list | tuple):
+        return [canonical(item) for item in section]
+    return section
+
+
 def load_config(path: Path) -> dict[str, Any]:
     """Read a YAML config and validate it."""
     config = yaml.safe_load(Path(path).read_text()) or {}

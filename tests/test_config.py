@@ -71,3 +71,12 @@ def test_from_params_rejects_unknown_key_and_cross_field_errors():
         from_params(ProblemsConfig, {"bogus": 1})
     with pytest.raises(ConfigError, match="needs the key 'package'"):
         from_params(ModelSpec, {"source": "pypi_gguf"})
+
+
+def test_canonical_sorts_keys_so_reordering_is_not_a_change():
+    from pipeline.config import canonical
+
+    a = canonical({"b": 1, "a": {"d": [{"y": 1, "x": 2}], "c": 3}})
+    b = canonical({"a": {"c": 3, "d": [{"x": 2, "y": 1}]}, "b": 1})
+    assert repr(a) == repr(b)
+    assert list(a) == ["a", "b"]

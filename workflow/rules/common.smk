@@ -3,7 +3,7 @@
 # code is not tracked by Snakemake, so a stage whose output changes bumps that constant.
 import pipeline.models
 import pipeline.problems
-from pipeline.config import validate_config
+from pipeline.config import canonical, validate_config
 
 validate_config(config)
 
@@ -17,6 +17,11 @@ def used_model_dirs():
     return [f"resources/models/{config['solver']}"]
 
 
+def section(name):
+    """One top-level config section, as a rule's params (key order does not count)."""
+    return canonical(config[name])
+
+
 def model_spec(wildcards):
     """The `models` entry that prepare_models builds for one {model}."""
-    return config["models"][wildcards.model]
+    return canonical(config["models"][wildcards.model])

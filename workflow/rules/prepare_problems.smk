@@ -4,7 +4,7 @@ rule prepare_problems:
         eval="results/problems/eval.parquet",
         rejects="results/problems/rejects.parquet",
     params:
-        cfg=config["problems"],
+        cfg=section("problems"),
         version=pipeline.problems.STAGE_VERSION,
     log:
         "logs/prepare_problems/prepare_problems.log",

@@ -1,0 +1,77 @@
+"""The Snakemake layer: lint, config validation before any job, the smoke DAG, and rerun triggers."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+
+from pipeline.artifacts import PROBLEMS_SCHEMA
+from tests.conftest import ROOT, SMOKE_CONFIG
+
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", "2", *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    if check:
+        assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    return out
+
+
+def test_lint_is_clean():
+    out = subprocess.run([SNAKEMAKE, "--lint"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_bad_config_fails_before_any_job_naming_the_key(tmp_path):
+    config = yaml.safe_load(SMOKE_CONFIG.read_text())
+    config["problems"]["n_evl"] = 3
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    out = snakemake(tmp_path, "--configfile", str(bad), check=False)
+    assert out.returncode != 0
+    assert "problems.n_evl: unknown key" in out.stdout + out.stderr
+    assert not (tmp_path / "results").exists() and not (tmp_path / "resources").exists()
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("smoke")
+    snakemake(workdir, "--configfile", str(SMOKE_CONFIG))
+    return workdir
+
+
+def test_smoke_dag_builds_models_and_problems(smoke_run):
+    assert (smoke_run / "resources/models/tiny-qwen2/model.safetensors").is_file()
+    for split in ("train", "eval"):
+        frame = pl.scan_parquet(smoke_run / f"results/problems/{split}.parquet")
+        assert frame.collect_schema() == PROBLEMS_SCHEMA
+    assert (smoke_run / "logs/prepare_problems/prepare_problems.log").is_file()
+    assert (smoke_run / "benchmarks/prepare_model/tiny-qwen2.tsv").is_file()
+    assert "Nothing to be done" in snakemake(smoke_run, "--configfile", str(SMOKE_CONFIG), "-n").stdout
+
+
+def test_editing_one_section_reruns_only_that_stage(smoke_run, tmp_path):
+    config = yaml.safe_load(SMOKE_CONFIG.read_text())
+    config["problems"]["seed"] += 1
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(yaml.safe_dump(config))
+    plan = snakemake(smoke_run, "--configfile", str(edited), "-n").stdout
+    assert "rule prepare_problems:" in plan
+    assert "rule prepare_model:" not in plan
+
+
+def test_quickstart_commands_in_readme_match_ci():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    test_command = next(line.strip() for line in ci.splitlines() if "pytest" in line)
+    assert test_command in readme
+    assert "./setup.sh" in readme and "./setup.sh" in ci
+    assert shutil.which("bash")
