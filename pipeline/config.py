@@ -50,14 +50,18 @@ def validate_config(config: Mapping[str, Any], schema_path: Path = SCHEMA_PATH) 
         for err in errors:
             key = _key_path(err)
             if err.validator == "additionalProperties":
-                lines.append(f"  {key}: unknown key (allowed here: {', '.join(sorted(err.schema.get('properties', {})))})")
+                lines.append(
+                    f"  {key}: unknown key (allowed here: {', '.join(sorted(err.schema.get('properties', {})))})"
+                )
             elif err.validator == "required":
                 lines.append(f"  {key}: required key is missing")
             else:
                 lines.append(f"  {key}: {err.message}")
         raise ConfigError("invalid config:\n" + "\n".join(lines))
     if config["solver"] not in config["models"]:
-        raise ConfigError(f"invalid config:\n  solver: {config['solver']!r} is not a key of models ({', '.join(config['models'])})")
+        raise ConfigError(
+            f"invalid config:\n  solver: {config['solver']!r} is not a key of models ({', '.join(config['models'])})"
+        )
 
 
 def canonical(section: Any) -> Any:

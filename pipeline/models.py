@@ -1,4 +1,6 @@
-"""Stage ``prepare_models`` (one ``prepare_model`` job per model): turn a model spec into a Hugging Face folder under ``resources/models``.
+"""Stage ``prepare_models``: one ``prepare_model`` job turns each model spec into an HF folder.
+
+Folders live under ``resources/models/<name>/``.
 
 Sources:
 
@@ -90,11 +92,14 @@ def gguf_part_paths(source: GgufSource) -> list[Path]:
         files = [
             Path(str(dist.locate_file(f)))
             for f in dist.files or []
-            if Path(str(f)).match(source.part_glob) and not str(f).endswith((".py", ".pyc"))
+            if Path(str(f)).match(source.part_glob)
+            and not str(f).endswith((".py", ".pyc"))
             and ".dist-info" not in str(f)
         ]
         if len(files) != 1:
-            raise ModelSourceError(f"package {package}: expected one part file matching {source.part_glob!r}, found {files}")
+            raise ModelSourceError(
+                f"package {package}: expected one part file matching {source.part_glob!r}, found {files}"
+            )
         paths.append(files[0])
     return paths
 

@@ -93,8 +93,13 @@ def clean_rows(raw: pl.DataFrame, source: DatasetSource, *, source_name: str) ->
             reason = "duplicate question"
         if reason:
             rejects.append(
-                {"source": source_name, "row_index": index, "reason": reason, "question": question,
-                 "answer": None if raw_answer is None else str(raw_answer)}
+                {
+                    "source": source_name,
+                    "row_index": index,
+                    "reason": reason,
+                    "question": question,
+                    "answer": None if raw_answer is None else str(raw_answer),
+                }
             )
             continue
         seen.add(" ".join(question.lower().split()))
@@ -124,7 +129,9 @@ def split_rows(good: pl.DataFrame, *, n_train: int, n_eval: int, seed: int) -> t
     eval_set = shuffled.head(n_eval).with_columns(split=pl.lit("eval"))
     train_set = shuffled.slice(n_eval, n_train).with_columns(split=pl.lit("train"))
     if train_set.height < n_train or eval_set.height < n_eval:
-        log.warning("asked for %d train / %d eval problems, have %d / %d", n_train, n_eval, train_set.height, eval_set.height)
+        log.warning(
+            "asked for %d train / %d eval problems, have %d / %d", n_train, n_eval, train_set.height, eval_set.height
+        )
     return train_set, eval_set
 
 

@@ -38,7 +38,9 @@ def build_tiny_model(out_dir: Path, spec: ModelSpec) -> dict:
 
     head_size = spec.hidden_size // spec.num_heads
     if head_size not in VLLM_CPU_HEAD_SIZES:
-        raise ValueError(f"tiny model head size {head_size} is not one vLLM's CPU attention accepts: {VLLM_CPU_HEAD_SIZES}")
+        raise ValueError(
+            f"tiny model head size {head_size} is not one vLLM's CPU attention accepts: {VLLM_CPU_HEAD_SIZES}"
+        )
 
     bpe = Tokenizer(models.BPE(unk_token=None))
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

@@ -11,7 +11,9 @@ def frame() -> pl.DataFrame:
 
 
 def test_round_trip_keeps_types_and_metadata(tmp_path):
-    path = write_artifact(frame(), tmp_path / "x.parquet", schema=SCHEMA, artifact="toy", stage="s", params={"k": 3}, model="m")
+    path = write_artifact(
+        frame(), tmp_path / "x.parquet", schema=SCHEMA, artifact="toy", stage="s", params={"k": 3}, model="m"
+    )
     assert pl.scan_parquet(path).collect_schema() == SCHEMA
     meta = read_metadata(path)
     assert meta["schema_version"] == str(SCHEMA_VERSION)

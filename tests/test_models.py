@@ -14,7 +14,17 @@ QUESTION = "A farm has 3 apples. Then 5 more apples arrive. How many apples are 
 
 def generate_in_subprocess(model_dir, engine: str, max_tokens: int = 24) -> dict:
     """Run the engine CLI in a fresh process (vLLM spawns workers and needs a clean exit)."""
-    cmd = [sys.executable, "-m", "pipeline.engines", str(model_dir), QUESTION, "--engine", engine, "--max-tokens", str(max_tokens)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipeline.engines",
+        str(model_dir),
+        QUESTION,
+        "--engine",
+        engine,
+        "--max-tokens",
+        str(max_tokens),
+    ]
     if engine == "vllm":
         cmd.append("--eager")
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900)

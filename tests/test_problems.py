@@ -27,7 +27,9 @@ def test_extract_answer_formats():
 
 
 def test_clean_rows_rejects_bad_rows_with_reasons():
-    source = DatasetSource(builder="json", question_column="q", answer_column="a", answer_format="gsm8k", verifier="exact")
+    source = DatasetSource(
+        builder="json", question_column="q", answer_column="a", answer_format="gsm8k", verifier="exact"
+    )
     good, rejects = clean_rows(pl.DataFrame(ROWS), source, source_name="toy")
     assert good["answer"].to_list() == ["5", "6", "1001"]
     assert good["reference"].to_list() == ["Add them.", "Subtract.", ""]
@@ -50,7 +52,12 @@ def test_loader_end_to_end_from_local_jsonl(tmp_path):
     data = tmp_path / "toy.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in ROWS))
     source = DatasetSource(
-        builder="json", data_files=(str(data),), question_column="q", answer_column="a", answer_format="gsm8k", verifier="exact"
+        builder="json",
+        data_files=(str(data),),
+        question_column="q",
+        answer_column="a",
+        answer_format="gsm8k",
+        verifier="exact",
     )
     cfg = ProblemsConfig(source="dataset", seed=0, n_train=5, n_eval=1, dataset=source)
     out = {name: tmp_path / f"{name}.parquet" for name in ("train", "eval", "rejects")}
@@ -73,8 +80,20 @@ def test_champ_wheel_loads():
 
 def test_split_is_seeded_and_disjoint():
     good = pl.DataFrame(
-        [{"problem_id": f"p{i}", "split": "", "question": f"q{i}", "answer": "1", "reference": "", "source": "t",
-          "verifier": "exact", "num_steps": 0, "steps": []} for i in range(20)],
+        [
+            {
+                "problem_id": f"p{i}",
+                "split": "",
+                "question": f"q{i}",
+                "answer": "1",
+                "reference": "",
+                "source": "t",
+                "verifier": "exact",
+                "num_steps": 0,
+                "steps": [],
+            }
+            for i in range(20)
+        ],
         schema=PROBLEMS_SCHEMA,
     )
     a = split_rows(good, n_train=10, n_eval=5, seed=1)

@@ -33,7 +33,9 @@ def main() -> None:
     options = {"max_model_len": 2048, "enforce_eager": args.eager} if args.engine == "vllm" else {}
     engine = load_engine(args.engine, args.model_dir, **options)
     try:
-        (completion,), = engine.generate([prompt_ids], SamplingConfig(temperature=args.temperature, max_tokens=args.max_tokens))
+        ((completion,),) = engine.generate(
+            [prompt_ids], SamplingConfig(temperature=args.temperature, max_tokens=args.max_tokens)
+        )
     finally:
         engine.close()
     result = {

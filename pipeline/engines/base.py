@@ -91,4 +91,3 @@ def check_lengths(prompts: Sequence[Sequence[int]], completions: Sequence[Sequen
     for i, prompt in enumerate(prompts):
         if not prompt:
             raise ValueError(f"score: prompt {i} is empty; the first completion token needs a context")
-

@@ -52,9 +52,13 @@ class HFEngine:
         start = time.perf_counter()
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).to(self.device).eval()
+        self.model = (
+            AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).to(self.device).eval()
+        )
         self.vocab_size = self.model.get_output_embeddings().weight.shape[0]
-        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        self.pad_id = (
+            self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        )
         eos = self.model.generation_config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos if eos is not None else self.tokenizer.eos_token_id])
         self.max_batch_rows = max_batch_rows
@@ -96,7 +100,10 @@ class HFEngine:
             new = out.sequences[:, ids.shape[1] :]
             # Raw (temperature-1) logits of each generated position -> log-prob of the sampled token.
             token_lp = torch.stack(
-                [torch.log_softmax(step.float(), dim=-1).gather(1, new[:, t : t + 1]).squeeze(1) for t, step in enumerate(out.logits)],
+                [
+                    torch.log_softmax(step.float(), dim=-1).gather(1, new[:, t : t + 1]).squeeze(1)
+                    for t, step in enumerate(out.logits)
+                ],
                 dim=1,
             )
             for p in range(len(chunk)):
@@ -140,7 +147,9 @@ class HFEngine:
                 # Left padding aligns every row's end: the logits predicting completion token t of
                 # row i sit at kept position keep - n - 1 + t.
                 logprobs = torch.log_softmax(logits[b, keep - n - 1 : keep - 1].float(), dim=-1)
-                results[i] = _scores_from_logprobs(logprobs, torch.tensor(completions[i], dtype=torch.long, device=logprobs.device), k)
+                results[i] = _scores_from_logprobs(
+                    logprobs, torch.tensor(completions[i], dtype=torch.long, device=logprobs.device), k
+                )
         return results  # type: ignore[return-value]  # every index was filled
 
     def close(self) -> None:

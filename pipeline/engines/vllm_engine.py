@@ -32,7 +32,10 @@ def _on_gpu() -> bool:
 def configure_cpu_env(kv_cache_gib: int) -> None:
     """Set vLLM's CPU knobs unless the user already has."""
     cores = sorted(os.sched_getaffinity(0))
-    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", f"{cores[0]}-{cores[-1]}" if cores == list(range(cores[0], cores[-1] + 1)) else ",".join(map(str, cores)))
+    os.environ.setdefault(
+        "VLLM_CPU_OMP_THREADS_BIND",
+        f"{cores[0]}-{cores[-1]}" if cores == list(range(cores[0], cores[-1] + 1)) else ",".join(map(str, cores)),
+    )
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
 
 
@@ -105,7 +108,9 @@ class VLLMEngine:
         params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=top_k)
         requests = [{"prompt_token_ids": list(p) + list(c)} for p, c in zip(prompts, completions)]
         outputs = self.llm.generate(requests, params, use_tqdm=False)
-        return [_scores(out.prompt_logprobs, len(p), list(c), top_k) for out, p, c in zip(outputs, prompts, completions)]
+        return [
+            _scores(out.prompt_logprobs, len(p), list(c), top_k) for out, p, c in zip(outputs, prompts, completions)
+        ]
 
     def close(self) -> None:
         self.llm.llm_engine.engine_core.shutdown()
@@ -127,4 +132,6 @@ def _scores(prompt_logprobs: list, prompt_len: int, completion: list[int], k: in
         ids[t] = [tid for _, tid, _ in top]
         lps[t] = [lp for _, _, lp in top]
         realised[t] = entry[tok].logprob
-    return TokenScores(topk_ids=ids, topk_logprobs=lps, token_logprobs=realised, tail_logmass=tail_logmass_from_topk(lps))
+    return TokenScores(
+        topk_ids=ids, topk_logprobs=lps, token_logprobs=realised, tail_logmass=tail_logmass_from_topk(lps)
+    )

@@ -41,7 +41,13 @@ def test_ops_knob_limits_operations():
 
 
 def test_reference_merges_runs_into_a_different_route():
-    steps = (Step(31, "+", 4, 35), Step(35, "+", 3, 38), Step(38, "-", 11, 27), Step(27, "*", 2, 54), Step(54, "*", 3, 162))
+    steps = (
+        Step(31, "+", 4, 35),
+        Step(35, "+", 3, 38),
+        Step(38, "-", 11, 27),
+        Step(27, "*", 2, 54),
+        Step(54, "*", 3, 162),
+    )
     text = reference_solution(steps, "tickets")
     assert "adding 4 and adding 3 and taking away 11 is a net loss of 4, which leaves 27 tickets" in text
     assert "Scaling by 2 and 3 is a factor of 6 in all, which makes 162 tickets" in text

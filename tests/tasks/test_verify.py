@@ -5,7 +5,15 @@ from pipeline.tasks.verify import is_parsable_answer, parse_number, verify_answe
 
 @pytest.mark.parametrize(
     ("text", "value"),
-    [("42", 42.0), (" 1,234 ", 1234.0), ("-7", -7.0), ("3.50", 3.5), ("x = 12 apples", 12.0), ("none", None), (None, None)],
+    [
+        ("42", 42.0),
+        (" 1,234 ", 1234.0),
+        ("-7", -7.0),
+        ("3.50", 3.5),
+        ("x = 12 apples", 12.0),
+        ("none", None),
+        (None, None),
+    ],
 )
 def test_parse_number(text, value):
     assert parse_number(text) == value
@@ -13,7 +21,14 @@ def test_parse_number(text, value):
 
 @pytest.mark.parametrize(
     ("predicted", "truth", "ok"),
-    [("27", "27", True), ("27.0", "27", True), ("1,234", "1234", True), ("26", "27", False), ("", "27", False), (None, "27", False)],
+    [
+        ("27", "27", True),
+        ("27.0", "27", True),
+        ("1,234", "1234", True),
+        ("26", "27", False),
+        ("", "27", False),
+        (None, "27", False),
+    ],
 )
 def test_exact(predicted, truth, ok):
     assert verify_answer(predicted, truth, method="exact") is ok
