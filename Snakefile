@@ -11,6 +11,8 @@ configfile: "config/config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/prepare_models.smk"
 include: "workflow/rules/prepare_problems.smk"
+include: "workflow/rules/generate_traces.smk"
+include: "workflow/rules/query_critic.smk"
 
 
 rule all:
@@ -18,3 +20,4 @@ rule all:
     input:
         rules.prepare_models.input,
         rules.prepare_problems.output,
+        critique_targets(),

@@ -38,6 +38,53 @@ PROBLEMS_SCHEMA = pl.Schema(
     }
 )
 
+SPAN_STRUCT = pl.Struct({"number": pl.Int32, "start": pl.Int32, "end": pl.Int32})
+
+# One row per sampled completion. Token-aligned lists have the completion's length.
+TRACES_SCHEMA = pl.Schema(
+    {
+        "trace_id": pl.String,  # "{condition}:{round}:{problem_id}:{sample_idx}"
+        "problem_id": pl.String,
+        "condition": pl.String,
+        "round": pl.Int32,
+        "sample_idx": pl.Int32,
+        "prompt": pl.String,
+        "prompt_token_ids": pl.List(pl.Int32),
+        "completion_text": pl.String,
+        "completion_token_ids": pl.List(pl.Int32),
+        "completion_logprobs": pl.List(pl.Float32),  # sampled tokens, temperature-1 log-probs
+        "finish_reason": pl.String,  # "stop" or "length"
+        "step_spans": pl.List(SPAN_STRUCT),  # character spans of <step_k> tags in completion_text
+        "extracted_answer": pl.String,
+        "format_ok": pl.Boolean,
+        "is_correct": pl.Boolean,
+    }
+)
+
+# One row per trace: the critic's verdict and its step-aligned rewrite, plus QA.
+CRITIQUES_SCHEMA = pl.Schema(
+    {
+        "trace_id": pl.String,
+        "problem_id": pl.String,
+        "condition": pl.String,
+        "round": pl.Int32,
+        "verdict": pl.String,  # correct | missing_justification | truncated | wrong
+        "reward": pl.Float32,  # 1.0 if the final answer is right, else 0.0
+        "first_wrong_step": pl.Int32,  # 1-based; null when no step is wrong
+        "step_verdicts": pl.List(pl.Boolean),  # per solver step: before the first error?
+        "critique_text": pl.String,  # the rewrite in the solver's format (null if skipped)
+        "critique_steps": pl.List(pl.String),
+        "parse_error": pl.String,  # null, or why the critic's output was unusable
+        "fallback": pl.String,  # null, or the policy used instead (reference | skip)
+        "critic": pl.String,  # oracle | llm
+        "critic_model": pl.String,
+        "prompt_version": pl.String,
+        "alignment_score": pl.Float32,  # share of pre-error steps reproduced verbatim (null if none)
+        "first_changed_step": pl.Int32,  # 1-based first step the rewrite changes (null if none)
+        "answer_leak": pl.Boolean,  # does the context state the final answer before deriving it?
+    }
+)
+
 REJECTS_SCHEMA = pl.Schema(
     {
         "source": pl.String,

@@ -58,10 +58,13 @@ def validate_config(config: Mapping[str, Any], schema_path: Path = SCHEMA_PATH) 
             else:
                 lines.append(f"  {key}: {err.message}")
         raise ConfigError("invalid config:\n" + "\n".join(lines))
-    if config["solver"] not in config["models"]:
-        raise ConfigError(
-            f"invalid config:\n  solver: {config['solver']!r} is not a key of models ({', '.join(config['models'])})"
-        )
+    references = {"solver": config["solver"]}
+    if config["critic"]["backend"] == "llm":
+        references["critic.model"] = config["critic"].get("model", "")
+    for key, name in references.items():
+        if name not in config["models"]:
+            known = ", ".join(config["models"])
+            raise ConfigError(f"invalid config:\n  {key}: {name!r} is not a key of models ({known})")
 
 
 def canonical(section: Any) -> Any:
@@ -171,3 +174,70 @@ class ProblemsConfig:
             raise ConfigError("problems.source is 'dataset' but problems.dataset is not set")
         if self.n_train < 1 or self.n_eval < 1:
             raise ConfigError("problems.n_train and problems.n_eval must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineConfig:
+    """Which engine runs a model stage, and its knobs."""
+
+    backend: Literal["vllm", "transformers", "server"] = "vllm"
+    max_model_len: int = 2048
+    enforce_eager: bool = False  # vLLM: skip torch.compile (faster start, slightly slower decoding)
+    kv_cache_gib: int = 2  # vLLM on CPU: KV-cache size
+    server_url: str | None = None  # server: base URL of an OpenAI-compatible (vLLM) server
+    max_batch_rows: int = 64  # transformers: sequences per forward
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptConfig:
+    """The solver prompt: a versioned instruction plus a one-shot example."""
+
+    version: str
+    instruction: str
+    example_question: str
+    example_solution: str
+    enable_thinking: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class TracesConfig:
+    """``generate_traces``: which problems each round draws, and how the solver samples."""
+
+    prompt: PromptConfig
+    engine: EngineConfig = EngineConfig()
+    problems_per_round: int = 32
+    samples_per_problem: int = 1
+    grpo_group_size: int = 8
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 160
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.problems_per_round < 1 or self.samples_per_problem < 1 or self.grpo_group_size < 2:
+            raise ConfigError("traces: need problems_per_round >= 1, samples_per_problem >= 1, grpo_group_size >= 2")
+
+
+@dataclasses.dataclass(frozen=True)
+class LLMCriticConfig:
+    """The frozen critic model's prompt and decoding (``critic.backend: llm``)."""
+
+    prompt_version: str
+    prompt_template: str  # placeholders: {question}, {trace}, {ground_truth}
+    max_tokens: int = 1024
+    enable_thinking: bool = True
+    engine: EngineConfig = EngineConfig()
+
+
+@dataclasses.dataclass(frozen=True)
+class CriticConfig:
+    """``query_critic``: who writes the step-aligned rewrite of each trace."""
+
+    backend: Literal["oracle", "llm"] = "oracle"
+    model: str | None = None  # llm: a key of `models`
+    fallback: Literal["reference", "skip"] = "reference"
+    llm: LLMCriticConfig | None = None
+
+    def __post_init__(self) -> None:
+        if self.backend == "llm" and (self.model is None or self.llm is None):
+            raise ConfigError("critic.backend is 'llm' but critic.model or critic.llm is not set")

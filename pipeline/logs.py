@@ -16,3 +16,17 @@ def setup_logging(log_path: str | Path | None = None, *, level: int = logging.IN
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_path, mode="w"))
     logging.basicConfig(level=level, format=FORMAT, handlers=handlers, force=True)
+
+
+def exit_cleanly() -> None:
+    """End a job that may have started vLLM: flush, then exit 0 without interpreter teardown.
+
+    vLLM's engine processes can abort a normal interpreter exit (exit code 134) after all outputs
+    are written, which would fail the rule. Call this only after the outputs are complete.
+    """
+    import os
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

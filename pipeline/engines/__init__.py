@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
+from pipeline.config import EngineConfig
 from pipeline.engines.base import Completion, Engine, SamplingConfig, TokenScores
 
-EngineName = Literal["transformers", "vllm"]
+EngineName = Literal["transformers", "vllm", "server"]
 
-__all__ = ["Completion", "Engine", "EngineName", "SamplingConfig", "TokenScores", "load_engine"]
+__all__ = ["Completion", "Engine", "EngineName", "SamplingConfig", "TokenScores", "engine_from_config", "load_engine"]
 
 
 def load_engine(name: EngineName, model_path: str | Path, **kwargs: Any) -> Engine:
@@ -22,4 +23,27 @@ def load_engine(name: EngineName, model_path: str | Path, **kwargs: Any) -> Engi
         from pipeline.engines.vllm_engine import VLLMEngine
 
         return VLLMEngine(model_path, **kwargs)
-    raise ValueError(f"unknown engine {name!r}; expected 'transformers' or 'vllm'")
+    if name == "server":
+        from pipeline.engines.server import ServerEngine
+
+        return ServerEngine(model_path, **kwargs)
+    raise ValueError(f"unknown engine {name!r}; expected 'transformers', 'vllm' or 'server'")
+
+
+def engine_from_config(cfg: EngineConfig, model_path: str | Path, *, seed: int, max_logprobs: int = 20) -> Engine:
+    """Start the engine a stage's ``engine`` config section asks for."""
+    if cfg.backend == "transformers":
+        return load_engine("transformers", model_path, seed=seed, max_batch_rows=cfg.max_batch_rows)
+    if cfg.backend == "vllm":
+        return load_engine(
+            "vllm",
+            model_path,
+            seed=seed,
+            max_model_len=cfg.max_model_len,
+            max_logprobs=max_logprobs,
+            kv_cache_gib=cfg.kv_cache_gib,
+            enforce_eager=cfg.enforce_eager,
+        )
+    if not cfg.server_url:
+        raise ValueError("engine.backend is 'server' but engine.server_url is not set")
+    return load_engine("server", model_path, base_url=cfg.server_url)

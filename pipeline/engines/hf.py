@@ -80,7 +80,9 @@ class HFEngine:
         per_row = sampling.max_tokens * self.vocab_size * 4 * sampling.n
         prompts_per_batch = max(1, min(self.max_batch_rows // sampling.n or 1, LOGITS_BUDGET_BYTES // per_row))
         results: list[list[Completion]] = []
+        n_batches = -(-len(prompts) // prompts_per_batch)
         for start in range(0, len(prompts), prompts_per_batch):
+            log.info("generate: batch %d/%d", start // prompts_per_batch + 1, n_batches)
             chunk = prompts[start : start + prompts_per_batch]
             ids, mask = self._left_pad(chunk)
             out = self.model.generate(

@@ -85,7 +85,7 @@ class VLLMEngine:
             max_tokens=sampling.max_tokens,
             logprobs=0,  # just the sampled token's (raw, temperature-1) log-prob
         )
-        outputs = self.llm.generate([{"prompt_token_ids": list(p)} for p in prompts], params, use_tqdm=False)
+        outputs = self.llm.generate([{"prompt_token_ids": list(p)} for p in prompts], params, use_tqdm=True)
         return [
             [
                 Completion(
@@ -107,16 +107,17 @@ class VLLMEngine:
         check_lengths(prompts, completions)
         params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=top_k)
         requests = [{"prompt_token_ids": list(p) + list(c)} for p, c in zip(prompts, completions)]
-        outputs = self.llm.generate(requests, params, use_tqdm=False)
+        outputs = self.llm.generate(requests, params, use_tqdm=True)
         return [
-            _scores(out.prompt_logprobs, len(p), list(c), top_k) for out, p, c in zip(outputs, prompts, completions)
+            scores_from_prompt_logprobs(out.prompt_logprobs, len(p), list(c), top_k)
+            for out, p, c in zip(outputs, prompts, completions)
         ]
 
     def close(self) -> None:
         self.llm.llm_engine.engine_core.shutdown()
 
 
-def _scores(prompt_logprobs: list, prompt_len: int, completion: list[int], k: int) -> TokenScores:
+def scores_from_prompt_logprobs(prompt_logprobs: list, prompt_len: int, completion: list[int], k: int) -> TokenScores:
     """Read top-k and realised log-probs at the completion's positions out of vLLM's prompt logprobs.
 
     ``prompt_logprobs[i]`` (``None`` for i = 0) maps token ids to the log-prob of the token at

@@ -1,20 +1,27 @@
 # Config validation, wildcard constraints and input functions. No logic beyond path lookup.
 # Each rule's params carry its stage's config section plus the module's STAGE_VERSION: package
 # code is not tracked by Snakemake, so a stage whose output changes bumps that constant.
+import pipeline.critic
 import pipeline.models
 import pipeline.problems
+import pipeline.traces
 from pipeline.config import canonical, validate_config
 
 validate_config(config)
 
+EXPERIMENT = config["experiment"]
+SD_CONDITIONS = [c for c in EXPERIMENT["conditions"] if c != "grpo"]
+if EXPERIMENT["ablations"]:
+    SD_CONDITIONS += ["critique_full_quote", "critique_labels_only"]
+# Rounds whose traces can be sampled now: round r > 0 needs round r's student checkpoint, which
+# the distillation stage (not built yet) produces.
+TRACE_ROUNDS = [0]
+
 
 wildcard_constraints:
     model=r"[A-Za-z0-9._-]+",
-
-
-def used_model_dirs():
-    """Folders of the models some stage uses (only these are prepared)."""
-    return [f"resources/models/{config['solver']}"]
+    condition=r"[a-z_]+",
+    round=r"\d+",
 
 
 def section(name):
@@ -25,3 +32,36 @@ def section(name):
 def model_spec(wildcards):
     """The `models` entry that prepare_models builds for one {model}."""
     return canonical(config["models"][wildcards.model])
+
+
+def critic_model_dirs():
+    """The critic model's folder when the critic is an LLM; none for the oracle."""
+    critic = config["critic"]
+    return [f"resources/models/{critic['model']}"] if critic["backend"] == "llm" else []
+
+
+def used_model_dirs():
+    """Folders of the models some stage uses (only these are prepared)."""
+    return [f"resources/models/{config['solver']}", *critic_model_dirs()]
+
+
+def student_model(wildcards):
+    """The model that samples a round's traces: the base solver at round 0."""
+    if int(wildcards.round) == 0:
+        return f"resources/models/{config['solver']}"
+    if wildcards.condition == "shared":
+        raise ValueError("condition 'shared' exists only for round 0")
+    return f"results/students/{wildcards.condition}/round_{wildcards.round}"
+
+
+def trace_conditions(round_index):
+    """Trace jobs of a round: GRPO samples its own groups; round 0 of self-distillation is shared."""
+    grpo = ["grpo"] if "grpo" in EXPERIMENT["conditions"] else []
+    return grpo + (["shared"] if round_index == 0 and SD_CONDITIONS else SD_CONDITIONS)
+
+
+def critique_targets():
+    """Every critique file the configured conditions and buildable rounds need."""
+    return [
+        f"results/critiques/{condition}/round_{r}.parquet" for r in TRACE_ROUNDS for condition in trace_conditions(r)
+    ]

@@ -1,0 +1,299 @@
+"""Stage ``query_critic``: a frozen critic rewrites each trace, aligned to the solver's own steps.
+
+The rewrite follows the paper's four cases:
+
+- A ``correct``: reproduce the trace;
+- B ``missing_justification`` (right answer, steps missing): insert the missing steps;
+- C ``truncated`` (ran out of tokens): keep the correct steps, condense and finish;
+- D ``wrong``: copy the steps before the first error verbatim, write the corrected step fresh in the
+  solver's format, and continue to the right answer.
+
+Backends: ``oracle`` (exact and programmatic, for ``arith``, which knows every step's true value)
+and ``llm`` (a frozen critic model through an engine, greedy, its ``<think>`` stripped). An unusable
+LLM output is recorded with ``parse_error`` and handled by the configured fallback; it never crashes
+the stage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from pipeline.artifacts import CRITIQUES_SCHEMA, PROBLEMS_SCHEMA, TRACES_SCHEMA, read_artifact, write_artifact
+from pipeline.config import CriticConfig, LLMCriticConfig
+from pipeline.engines import Engine, SamplingConfig, engine_from_config
+from pipeline.tasks.critique_qa import alignment_score, answer_leak, first_changed_step
+from pipeline.tasks.solver_format import StepSpan, parse_response, render_chat_prompt
+
+log = logging.getLogger(__name__)
+STAGE = "query_critic"
+STAGE_VERSION = 1
+ORACLE_VERSION = "oracle-v1"
+
+_OPS = {"+": "+", "-": "-", "*": "*", "x": "*", "×": "*", "/": "/", "÷": "/"}
+_NUM = r"-?\d+(?:\.\d+)?"
+_STEP_RE = re.compile(rf"^\s*({_NUM})\s*([-+*/x×÷])\s*({_NUM})\s*=\s*({_NUM})(?:\s+[A-Za-z ]*)?\s*\.?\s*$")
+
+
+@dataclass(frozen=True)
+class Review:
+    """What the critic says about one trace."""
+
+    verdict: str
+    first_wrong_step: int | None  # 1-based, among the solver's steps
+    step_verdicts: list[bool]
+    critique_steps: list[str]
+    critique_text: str | None
+    parse_error: str | None = None
+    fallback: str | None = None
+
+
+def parse_arith_step(text: str) -> tuple[float, str, float, float] | None:
+    """``a op b = c`` (with x, ×, ÷ and trailing unit words allowed), or None."""
+    match = _STEP_RE.match(text)
+    if match is None:
+        return None
+    a, op, b, c = match.groups()
+    return float(a), _OPS[op], float(b), float(c)
+
+
+def step_matches(text: str, truth: dict[str, Any]) -> bool:
+    """Whether a solver step is the ground-truth step (commutation allowed for + and *)."""
+    parsed = parse_arith_step(text)
+    if parsed is None:
+        return False
+    a, op, b, c = parsed
+    same = (a, b) == (truth["a"], truth["b"]) or (op in "+*" and (a, b) == (truth["b"], truth["a"]))
+    return op == truth["op"] and same and c == truth["result"]
+
+
+def render_step(number: int, truth: dict[str, Any]) -> str:
+    return f"<step_{number}> {truth['a']} {truth['op']} {truth['b']} = {truth['result']} </step_{number}>"
+
+
+def _assemble(kept: Sequence[str], fresh: Sequence[dict[str, Any]], answer: str) -> tuple[list[str], str]:
+    """Verbatim kept step tags, then fresh ground-truth steps numbered on, then the answer."""
+    lines = list(kept) + [render_step(len(kept) + i + 1, t) for i, t in enumerate(fresh)]
+    steps = [parse_response(line).steps[0].text for line in lines]
+    return steps, "\n".join([*lines, f"<answer> {answer} </answer>"])
+
+
+def oracle_review(
+    completion: str, *, finish_reason: str, is_correct: bool, truth_steps: Sequence[dict[str, Any]], answer: str
+) -> Review:
+    """The exact critic for tasks with a ground-truth chain (``arith``)."""
+    if not truth_steps:
+        raise ValueError(
+            "the oracle critic needs each problem's ground-truth steps (task arith); use critic.backend: llm"
+        )
+    spans: tuple[StepSpan, ...] = parse_response(completion).steps
+    texts = [s.text for s in spans]
+    verbatim = [completion[s.start : s.end] for s in spans]
+    first_error = next((i for i, t in enumerate(truth_steps) if i >= len(texts) or not step_matches(texts[i], t)), None)
+    if first_error is None and len(texts) > len(truth_steps):
+        first_error = len(truth_steps)  # an extra step
+    n_ok = len(truth_steps) if first_error is None else first_error
+    wrong_written = first_error is not None and first_error < len(texts)
+    first_wrong = first_error + 1 if wrong_written else None
+
+    if is_correct and finish_reason != "length" and first_error is not None:
+        # B: right answer, justification missing: keep every solver step that matches the chain in
+        # order, insert the missing ones fresh.
+        kept_lines, used, cursor = [], [False] * len(texts), 0
+        for number, truth in enumerate(truth_steps, start=1):
+            if cursor < len(texts) and step_matches(texts[cursor], truth):
+                kept_lines.append(verbatim[cursor].replace(f"step_{spans[cursor].number}>", f"step_{number}>"))
+                used[cursor] = True
+                cursor += 1
+            else:
+                kept_lines.append(render_step(number, truth))
+        steps = [parse_response(line).steps[0].text for line in kept_lines]
+        text = "\n".join([*kept_lines, f"<answer> {answer} </answer>"])
+        first_missing = next((i + 1 for i, u in enumerate(used) if not u), None)
+        return Review("missing_justification", first_missing, used, steps, text)
+
+    steps, text = _assemble(verbatim[:n_ok], truth_steps[n_ok:], answer)
+    step_verdicts = [i < n_ok for i in range(len(texts))]
+    if finish_reason == "length":
+        verdict = "truncated"
+    elif is_correct:
+        verdict = "correct"
+    else:
+        verdict = "wrong"
+    return Review(verdict, first_wrong, step_verdicts, steps, text)
+
+
+_THINK_RE = re.compile(r"<think>.*?</think>", re.DOTALL)
+
+
+def parse_critic_output(raw: str) -> tuple[list[str], str | None, str | None]:
+    """(rewrite steps, rewrite text, parse_error) from a critic model's raw output."""
+    text = _THINK_RE.sub("", raw)
+    if "<think>" in text:
+        return [], None, "think_only"  # the thinking never closed: no rewrite was written
+    text = text.replace("</think>", "").strip()
+    if not text:
+        return [], None, "empty"
+    parsed = parse_response(text)
+    if not parsed.steps:
+        return [], None, "no_steps"
+    if parsed.answer is None:
+        return [], None, "no_answer"
+    assert parsed.answer_span is not None
+    return [s.text for s in parsed.steps], text[parsed.steps[0].start : parsed.answer_span[1]], None
+
+
+def llm_review(
+    raw_output: str, *, completion: str, finish_reason: str, is_correct: bool, fallback: str, reference: str
+) -> Review:
+    """Turn one critic-model output into a review; unusable output falls back by policy."""
+    solver = [s.text for s in parse_response(completion).steps]
+    steps, text, error = parse_critic_output(raw_output)
+    if error is None:
+        changed = first_changed_step(solver, steps)
+        if changed is None:
+            verdict = "correct"
+        elif finish_reason == "length":
+            verdict = "truncated"
+        elif is_correct:
+            verdict = "missing_justification"
+        else:
+            verdict = "wrong"
+        first_wrong = None if verdict == "correct" or changed is None or changed > len(solver) else changed
+        verdicts = [first_wrong is None or i + 1 < first_wrong for i in range(len(solver))]
+        return Review(verdict, first_wrong, verdicts, steps, text)
+    verdict = "truncated" if finish_reason == "length" else ("correct" if is_correct else "wrong")
+    return Review(
+        verdict,
+        None,
+        [],
+        [],
+        reference if fallback == "reference" else None,
+        parse_error=error,
+        fallback=fallback,
+    )
+
+
+def critic_prompts(rows: pl.DataFrame, tokenizer: Any, cfg: LLMCriticConfig) -> list[list[int]]:
+    """Chat-formatted critic prompts (question, step-tagged trace, ground truth) as token ids."""
+    prompts = []
+    for row in rows.iter_rows(named=True):
+        user = cfg.prompt_template.format(
+            question=row["question"], trace=row["completion_text"].strip(), ground_truth=row["answer"]
+        )
+        text = render_chat_prompt(tokenizer, user, enable_thinking=cfg.enable_thinking)
+        prompts.append(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return prompts
+
+
+def review_traces(
+    joined: pl.DataFrame, *, cfg: CriticConfig, critic_outputs: Sequence[str] | None = None, critic_model: str = ""
+) -> pl.DataFrame:
+    """The critiques frame for traces joined with their problems; the pure core of the stage."""
+    rows = []
+    for i, row in enumerate(joined.iter_rows(named=True)):
+        if cfg.backend == "oracle":
+            review = oracle_review(
+                row["completion_text"],
+                finish_reason=row["finish_reason"],
+                is_correct=row["is_correct"],
+                truth_steps=row["steps"],
+                answer=row["answer"],
+            )
+        else:
+            assert critic_outputs is not None
+            review = llm_review(
+                critic_outputs[i],
+                completion=row["completion_text"],
+                finish_reason=row["finish_reason"],
+                is_correct=row["is_correct"],
+                fallback=cfg.fallback,
+                reference=row["reference"],
+            )
+        solver = [s.text for s in parse_response(row["completion_text"]).steps]
+        rows.append(
+            {
+                "trace_id": row["trace_id"],
+                "problem_id": row["problem_id"],
+                "condition": row["condition"],
+                "round": row["round"],
+                "verdict": review.verdict,
+                "reward": 1.0 if row["is_correct"] else 0.0,
+                "first_wrong_step": review.first_wrong_step,
+                "step_verdicts": review.step_verdicts,
+                "critique_text": review.critique_text,
+                "critique_steps": review.critique_steps,
+                "parse_error": review.parse_error,
+                "fallback": review.fallback,
+                "critic": cfg.backend,
+                "critic_model": critic_model if cfg.backend == "llm" else "",
+                "prompt_version": cfg.llm.prompt_version if cfg.backend == "llm" and cfg.llm else ORACLE_VERSION,
+                "alignment_score": alignment_score(solver, review.critique_steps, review.first_wrong_step)
+                if review.parse_error is None
+                else None,
+                "first_changed_step": first_changed_step(solver, review.critique_steps)
+                if review.parse_error is None
+                else None,
+                "answer_leak": answer_leak(review.critique_text or "", row["answer"]),
+            }
+        )
+    return pl.DataFrame(rows, schema=CRITIQUES_SCHEMA)
+
+
+def run_critic_model(engine: Engine, prompts: list[list[int]], cfg: LLMCriticConfig) -> list[str]:
+    """Greedy critic outputs, one per prompt."""
+    outputs = engine.generate(prompts, SamplingConfig(n=1, temperature=0.0, max_tokens=cfg.max_tokens))
+    return [samples[0].text for samples in outputs]
+
+
+def query_critic(
+    *, traces: Path, problems: Path, out: Path, cfg: CriticConfig, critic_model: Path | None = None
+) -> dict[str, Any]:
+    """Write one critique row per trace in ``traces``."""
+    trace_frame = read_artifact(traces, schema=TRACES_SCHEMA, artifact="traces")
+    problem_frame = read_artifact(problems, schema=PROBLEMS_SCHEMA, artifact="problems")
+    joined = trace_frame.join(
+        problem_frame.select("problem_id", "question", "answer", "reference", "steps"), on="problem_id", how="left"
+    )
+    if joined["question"].null_count():
+        raise ValueError(f"{traces}: some traces' problems are not in {problems}")
+    outputs, model_name, startup = None, "", 0.0
+    if cfg.backend == "llm":
+        from transformers import AutoTokenizer
+
+        assert critic_model is not None and cfg.llm is not None
+        model_name = critic_model.name
+        prompts = critic_prompts(joined, AutoTokenizer.from_pretrained(critic_model), cfg.llm)
+        engine = engine_from_config(cfg.llm.engine, critic_model, seed=0)
+        try:
+            outputs = run_critic_model(engine, prompts, cfg.llm)
+        finally:
+            engine.close()
+        startup = engine.startup_s
+    critiques = review_traces(joined, cfg=cfg, critic_outputs=outputs, critic_model=model_name)
+    stats = {
+        "traces": critiques.height,
+        "verdicts": dict(critiques.group_by("verdict").len().sort("verdict").iter_rows()),
+        "parse_errors": int(critiques["parse_error"].is_not_null().sum()),
+        "mean_alignment": critiques["alignment_score"].mean(),
+        "leak_rate": float(critiques["answer_leak"].mean() or 0.0),
+        "startup_s": round(startup, 2),
+    }
+    write_artifact(
+        critiques,
+        out,
+        schema=CRITIQUES_SCHEMA,
+        artifact="critiques",
+        stage=STAGE,
+        params={**dataclasses.asdict(cfg), "stats": stats},
+        model=model_name,
+    )
+    log.info("critiques: %s", stats)
+    return stats

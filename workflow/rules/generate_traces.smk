@@ -1,0 +1,19 @@
+# One job per condition x round. Round 0 of the self-distillation conditions is the single
+# {condition}=shared job, so every self-distillation arm starts from the very same traces.
+rule generate_traces:
+    input:
+        problems="results/problems/train.parquet",
+        model=student_model,
+    output:
+        "results/traces/{condition}/round_{round}.parquet",
+    params:
+        cfg=section("traces"),
+        version=pipeline.traces.STAGE_VERSION,
+    log:
+        "logs/generate_traces/{condition}/round_{round}.log",
+    benchmark:
+        "benchmarks/generate_traces/{condition}/round_{round}.tsv"
+    conda:
+        "../../envs/pipeline.yaml"
+    script:
+        "../scripts/generate_traces.py"
