@@ -160,3 +160,43 @@ def test_review_traces_llm_never_crashes_on_bad_output():
     assert frame["fallback"].to_list() == [None, "reference"]
     assert frame["prompt_version"].to_list() == ["v1", "v1"]
     assert parse_response(frame["critique_text"][0]).format_ok
+
+
+def test_query_critic_stage_with_a_real_llm_critic(tiny_model_dir, tmp_path):
+    """The llm backend end to end on the tiny model: its noise is recorded, never a crash."""
+    import yaml
+
+    from pipeline.artifacts import PROBLEMS_SCHEMA, TRACES_SCHEMA, read_artifact, write_artifact
+    from pipeline.config import EngineConfig, ProblemsConfig, from_params
+    from pipeline.critic import query_critic
+    from pipeline.engines import Completion
+    from pipeline.problems import arith_frames
+    from pipeline.traces import traces_frame
+    from tests.conftest import SMOKE_CONFIG
+
+    train, _ = arith_frames(ProblemsConfig(n_train=3, n_eval=1))
+    problems = write_artifact(train, tmp_path / "train.parquet", schema=PROBLEMS_SCHEMA, artifact="problems", stage="t")
+    prompts = train.select("problem_id", "answer", "verifier").with_columns(
+        prompt=pl.lit("q"), prompt_token_ids=pl.lit([1], dtype=pl.List(pl.Int32))
+    )
+    completion = Completion("<step_1> 1 + 1 = 2 </step_1>\n<answer> 2 </answer>", [1, 2], [-0.5, -0.5], "stop")
+    traces = write_artifact(
+        traces_frame(prompts, [[completion]] * 3, condition="shared", round_index=0),
+        tmp_path / "traces.parquet",
+        schema=TRACES_SCHEMA,
+        artifact="traces",
+        stage="t",
+    )
+    section = yaml.safe_load(SMOKE_CONFIG.read_text())["critic"] | {"backend": "llm"}
+    cfg = from_params(CriticConfig, section)
+    assert cfg.llm.engine == EngineConfig(backend="transformers")
+    stats = query_critic(
+        traces=traces, problems=problems, out=tmp_path / "c.parquet", cfg=cfg, critic_model=tiny_model_dir
+    )
+    critiques = read_artifact(tmp_path / "c.parquet", schema=CRITIQUES_SCHEMA, artifact="critiques")
+    assert critiques.height == 3 == stats["traces"]
+    assert critiques["critic"].unique().to_list() == ["llm"]
+    assert critiques["critic_model"].unique().to_list() == [tiny_model_dir.name]
+    # random weights write no steps: every row records why and falls back to the reference
+    assert critiques["parse_error"].is_not_null().all()
+    assert critiques["critique_text"].to_list() == train["reference"].to_list()

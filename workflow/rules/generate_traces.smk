@@ -9,6 +9,7 @@ rule generate_traces:
     params:
         cfg=section("traces"),
         version=pipeline.traces.STAGE_VERSION,
+    threads: workflow.cores  # a model stage uses every core it is given; one runs at a time
     log:
         "logs/generate_traces/{condition}/round_{round}.log",
     benchmark:

@@ -11,6 +11,7 @@ rule prepare_model:
     params:
         spec=model_spec,
         version=pipeline.models.STAGE_VERSION,
+    threads: workflow.cores  # a model stage uses every core it is given; one runs at a time
     log:
         "logs/prepare_model/{model}.log",
     benchmark:

@@ -8,6 +8,7 @@ rule query_critic:
     params:
         cfg=section("critic"),
         version=pipeline.critic.STAGE_VERSION,
+    threads: workflow.cores  # a model stage uses every core it is given; one runs at a time
     log:
         "logs/query_critic/{condition}/round_{round}.log",
     benchmark:

@@ -6,14 +6,20 @@ from pipeline.config import TracesConfig, from_params
 from pipeline.logs import exit_cleanly, setup_logging
 from pipeline.traces import generate_traces
 
-snakemake = globals()["snakemake"]  # injected by Snakemake's script: directive
-setup_logging(snakemake.log[0])
-generate_traces(
-    problems=Path(snakemake.input.problems),
-    model=Path(snakemake.input.model),
-    out=Path(snakemake.output[0]),
-    condition=snakemake.wildcards.condition,
-    round_index=int(snakemake.wildcards.round),
-    cfg=from_params(TracesConfig, snakemake.params.cfg, where="traces"),
-)
-exit_cleanly()
+
+def main(snakemake) -> None:
+    setup_logging(snakemake.log[0])
+    generate_traces(
+        problems=Path(snakemake.input.problems),
+        model=Path(snakemake.input.model),
+        out=Path(snakemake.output[0]),
+        condition=snakemake.wildcards.condition,
+        round_index=int(snakemake.wildcards.round),
+        cfg=from_params(TracesConfig, snakemake.params.cfg, where="traces"),
+    )
+    exit_cleanly()
+
+
+# The guard matters: vLLM spawns its engine process, which re-imports this module.
+if __name__ == "__main__":
+    main(globals()["snakemake"])  # injected by Snakemake's script: directive

@@ -6,10 +6,16 @@ from pipeline.config import ModelSpec, from_params
 from pipeline.logs import setup_logging
 from pipeline.models import prepare_model
 
-snakemake = globals()["snakemake"]  # injected by Snakemake's script: directive
-setup_logging(snakemake.log[0])
-prepare_model(
-    out_dir=Path(snakemake.output[0]),
-    name=snakemake.wildcards.model,
-    spec=from_params(ModelSpec, snakemake.params.spec, where=f"models.{snakemake.wildcards.model}"),
-)
+
+def main(snakemake) -> None:
+    setup_logging(snakemake.log[0])
+    prepare_model(
+        out_dir=Path(snakemake.output[0]),
+        name=snakemake.wildcards.model,
+        spec=from_params(ModelSpec, snakemake.params.spec, where=f"models.{snakemake.wildcards.model}"),
+    )
+
+
+# The guard matters: vLLM spawns its engine process, which re-imports this module.
+if __name__ == "__main__":
+    main(globals()["snakemake"])  # injected by Snakemake's script: directive

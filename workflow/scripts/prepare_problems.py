@@ -6,11 +6,17 @@ from pipeline.config import ProblemsConfig, from_params
 from pipeline.logs import setup_logging
 from pipeline.problems import prepare_problems
 
-snakemake = globals()["snakemake"]  # injected by Snakemake's script: directive
-setup_logging(snakemake.log[0])
-prepare_problems(
-    train=Path(snakemake.output.train),
-    eval=Path(snakemake.output.eval),
-    rejects=Path(snakemake.output.rejects),
-    cfg=from_params(ProblemsConfig, snakemake.params.cfg, where="problems"),
-)
+
+def main(snakemake) -> None:
+    setup_logging(snakemake.log[0])
+    prepare_problems(
+        train=Path(snakemake.output.train),
+        eval=Path(snakemake.output.eval),
+        rejects=Path(snakemake.output.rejects),
+        cfg=from_params(ProblemsConfig, snakemake.params.cfg, where="problems"),
+    )
+
+
+# The guard matters: vLLM spawns its engine process, which re-imports this module.
+if __name__ == "__main__":
+    main(globals()["snakemake"])  # injected by Snakemake's script: directive

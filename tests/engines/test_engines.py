@@ -1,0 +1,96 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.engines import SamplingConfig
+from pipeline.engines.base import tail_logmass_from_topk
+from pipeline.engines.hf import HFEngine
+from tests.conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def hf(tiny_model_dir):
+    return HFEngine(tiny_model_dir, seed=0)
+
+
+def test_score_is_aligned_to_completion_positions(hf):
+    """Position t of the scores predicts completion token t from prompt + completion[:t]."""
+    prompt, completion = [5, 17, 42, 99], [7, 8, 300]
+    (scores,) = hf.score([prompt], [completion], top_k=5)
+    full = torch.log_softmax(hf.model(torch.tensor([prompt + completion])).logits[0].float(), dim=-1)
+    for t, token in enumerate(completion):
+        row = full[len(prompt) - 1 + t]  # the logits at the previous position predict this token
+        assert scores.token_logprobs[t] == pytest.approx(row[token].item(), abs=1e-5)
+        assert set(scores.topk_ids[t].tolist()) == set(row.topk(5).indices.tolist())
+
+
+def test_k_equal_to_vocab_reproduces_the_full_softmax(hf):
+    (scores,) = hf.score([[3, 4, 5]], [[6, 7]], top_k=hf.vocab_size)
+    assert scores.topk_ids.shape == (2, hf.vocab_size)
+    np.testing.assert_allclose(np.exp(scores.topk_logprobs.astype(np.float64)).sum(-1), 1.0, atol=1e-5)
+    assert np.all(np.isneginf(scores.tail_logmass))
+
+
+def test_tail_logmass_is_exact(hf):
+    (scores,) = hf.score([[3, 4, 5]], [[6, 7, 8]], top_k=4)
+    mass = np.exp(scores.topk_logprobs.astype(np.float64)).sum(-1) + np.exp(scores.tail_logmass.astype(np.float64))
+    np.testing.assert_allclose(mass, 1.0, atol=1e-5)
+    np.testing.assert_allclose(tail_logmass_from_topk(scores.topk_logprobs), scores.tail_logmass, atol=1e-4)
+
+
+def test_batched_scoring_equals_one_at_a_time(hf):
+    prompts, completions = [[1, 2, 3, 4, 5, 6], [9, 10]], [[7, 8], [11, 12, 13, 14]]
+    batched = hf.score(prompts, completions, top_k=3)
+    for p, c, b in zip(prompts, completions, batched):
+        (single,) = hf.score([p], [c], top_k=3)
+        np.testing.assert_allclose(single.token_logprobs, b.token_logprobs, atol=1e-5)
+
+
+def test_generate_returns_ids_logprobs_and_finish_reason(hf, tiny_model_dir):
+    (samples,) = hf.generate([[5, 6, 7]], SamplingConfig(n=3, temperature=1.0, max_tokens=6))
+    assert len(samples) == 3
+    for s in samples:
+        assert len(s.token_ids) == len(s.logprobs) <= 6
+        assert s.finish_reason in ("stop", "length")
+        assert all(lp <= 0 for lp in s.logprobs)
+    # the sampled-token log-probs are the temperature-1 model log-probs of those tokens
+    (scored,) = hf.score([[5, 6, 7]], [samples[0].token_ids], top_k=1)
+    np.testing.assert_allclose(scored.token_logprobs, samples[0].logprobs, atol=1e-4)
+
+
+def test_generation_is_seeded(tiny_model_dir):
+    runs = [HFEngine(tiny_model_dir, seed=3).generate([[5, 6, 7]], SamplingConfig(n=2, max_tokens=8)) for _ in range(2)]
+    assert [s.token_ids for s in runs[0][0]] == [s.token_ids for s in runs[1][0]]
+
+
+@pytest.mark.slow
+def test_vllm_and_transformers_agree_on_topk_logprobs(hf, tiny_model_dir, tmp_path):
+    """Engine parity on the smoke model, fp32: top-k log-probs within 1e-4."""
+    rng = np.random.default_rng(0)
+    prompts = [rng.integers(5, hf.vocab_size, size=n).tolist() for n in (40, 23, 61)]
+    completions = [rng.integers(5, hf.vocab_size, size=n).tolist() for n in (30, 12, 45)]
+    request = tmp_path / "request.json"
+    request.write_text(
+        json.dumps(
+            {"prompts": prompts, "completions": completions, "top_k": 20, "generate_prompts": prompts, "max_tokens": 16}
+        )
+    )
+    result = tmp_path / "result.npz"
+    cmd = [sys.executable, str(ROOT / "tests/engines/vllm_worker.py"), str(tiny_model_dir), str(request), str(result)]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = np.load(result)
+    for i, reference in enumerate(hf.score(prompts, completions, top_k=20)):
+        np.testing.assert_allclose(got[f"{i}_token_logprobs"], reference.token_logprobs, atol=1e-4)
+        np.testing.assert_allclose(got[f"{i}_topk_logprobs"], reference.topk_logprobs, atol=1e-4)
+        same_sets = [set(a) == set(b) for a, b in zip(got[f"{i}_topk_ids"].tolist(), reference.topk_ids.tolist())]
+        assert np.mean(same_sets) >= 0.99  # near-ties at the k-th place may swap
+        np.testing.assert_allclose(got[f"{i}_tail_logmass"], reference.tail_logmass, atol=1e-3)
+    greedy = hf.generate(prompts, SamplingConfig(temperature=0.0, max_tokens=16))
+    for i, (sample,) in enumerate(greedy):
+        assert got[f"greedy_{i}_ids"].tolist() == sample.token_ids
+        np.testing.assert_allclose(got[f"greedy_{i}_logprobs"], sample.logprobs, atol=1e-4)
