@@ -13,6 +13,8 @@ include: "workflow/rules/prepare_models.smk"
 include: "workflow/rules/prepare_problems.smk"
 include: "workflow/rules/generate_traces.smk"
 include: "workflow/rules/query_critic.smk"
+include: "workflow/rules/build_teacher_contexts.smk"
+include: "workflow/rules/precompute_teacher_logprobs.smk"
 
 
 rule all:
@@ -21,3 +23,4 @@ rule all:
         rules.prepare_models.input,
         rules.prepare_problems.output,
         critique_targets(),
+        teacher_targets(),

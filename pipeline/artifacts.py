@@ -48,6 +48,7 @@ TRACES_SCHEMA = pl.Schema(
         "condition": pl.String,
         "round": pl.Int32,
         "sample_idx": pl.Int32,
+        "user_message": pl.String,  # the solver's user turn, before the chat template
         "prompt": pl.String,
         "prompt_token_ids": pl.List(pl.Int32),
         "completion_text": pl.String,
@@ -82,6 +83,22 @@ CRITIQUES_SCHEMA = pl.Schema(
         "alignment_score": pl.Float32,  # share of pre-error steps reproduced verbatim (null if none)
         "first_changed_step": pl.Int32,  # 1-based first step the rewrite changes (null if none)
         "answer_leak": pl.Boolean,  # does the context state the final answer before deriving it?
+    }
+)
+
+# One row per trace and context kind: the self-teacher's prompt.
+CONTEXTS_SCHEMA = pl.Schema(
+    {
+        "trace_id": pl.String,
+        "problem_id": pl.String,
+        "condition": pl.String,
+        "round": pl.Int32,
+        "context_kind": pl.String,  # reference | critique | critique_full_quote | critique_labels_only
+        "context_text": pl.String,  # what was added to the solver's user turn
+        "teacher_prompt": pl.String,
+        "teacher_prompt_token_ids": pl.List(pl.Int32),
+        "template_version": pl.String,
+        "answer_leak": pl.Boolean,
     }
 )
 

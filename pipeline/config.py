@@ -241,3 +241,39 @@ class CriticConfig:
     def __post_init__(self) -> None:
         if self.backend == "llm" and (self.model is None or self.llm is None):
             raise ConfigError("critic.backend is 'llm' but critic.model or critic.llm is not set")
+
+
+@dataclasses.dataclass(frozen=True)
+class ContextTemplates:
+    """How each context kind is appended to the solver's user message (placeholders in braces)."""
+
+    version: str
+    reference: str  # {reference}
+    critique: str  # {critique}
+    critique_full_quote: str  # {attempt}, {verdict}
+    critique_labels_only: str  # {verdict}
+    wrong_step: str  # verdict line: {step}, {correction}
+    all_correct: str  # verdict line when no step is wrong
+
+
+@dataclasses.dataclass(frozen=True)
+class ContextsConfig:
+    """``build_teacher_contexts``: the teacher's view of each trace."""
+
+    templates: ContextTemplates
+    enable_thinking: bool = False  # the teacher role's chat-template thinking flag
+
+
+@dataclasses.dataclass(frozen=True)
+class TeacherConfig:
+    """``precompute_teacher_logprobs``: how the self-teacher scores each completion."""
+
+    top_k: int = 20
+    teacher: Literal["initial", "round_start"] = "initial"
+    overflow: Literal["skip", "truncate_left"] = "truncate_left"
+    logprob_dtype: Literal["float16", "float32"] = "float32"
+    engine: EngineConfig = EngineConfig(backend="transformers")
+
+    def __post_init__(self) -> None:
+        if self.top_k < 1:
+            raise ConfigError("teacher.top_k must be >= 1")

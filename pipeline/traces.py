@@ -25,7 +25,7 @@ from pipeline.tasks.verify import verify_answer
 
 log = logging.getLogger(__name__)
 STAGE = "generate_traces"
-STAGE_VERSION = 1
+STAGE_VERSION = 2
 
 
 def schedule(problem_ids: Sequence[str], *, round_index: int, per_round: int, seed: int) -> list[str]:
@@ -45,22 +45,21 @@ def schedule(problem_ids: Sequence[str], *, round_index: int, per_round: int, se
 
 def build_prompts(problems: pl.DataFrame, tokenizer, prompt: PromptConfig) -> pl.DataFrame:
     """Chat-formatted solver prompt text and token ids, one row per problem."""
-    texts = [
-        render_chat_prompt(
-            tokenizer,
-            solver_user_message(
-                q,
-                instruction=prompt.instruction,
-                example_question=prompt.example_question,
-                example_solution=prompt.example_solution,
-            ),
-            enable_thinking=prompt.enable_thinking,
+    messages = [
+        solver_user_message(
+            q,
+            instruction=prompt.instruction,
+            example_question=prompt.example_question,
+            example_solution=prompt.example_solution,
         )
         for q in problems["question"]
     ]
+    texts = [render_chat_prompt(tokenizer, m, enable_thinking=prompt.enable_thinking) for m in messages]
     ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     return problems.select("problem_id", "answer", "verifier").with_columns(
-        prompt=pl.Series(texts, dtype=pl.String), prompt_token_ids=pl.Series(ids, dtype=pl.List(pl.Int32))
+        user_message=pl.Series(messages, dtype=pl.String),
+        prompt=pl.Series(texts, dtype=pl.String),
+        prompt_token_ids=pl.Series(ids, dtype=pl.List(pl.Int32)),
     )
 
 
@@ -79,6 +78,7 @@ def traces_frame(
                     "condition": condition,
                     "round": round_index,
                     "sample_idx": sample_idx,
+                    "user_message": prompt_row["user_message"],
                     "prompt": prompt_row["prompt"],
                     "prompt_token_ids": prompt_row["prompt_token_ids"],
                     "completion_text": c.text,

@@ -177,7 +177,7 @@ def test_query_critic_stage_with_a_real_llm_critic(tiny_model_dir, tmp_path):
     train, _ = arith_frames(ProblemsConfig(n_train=3, n_eval=1))
     problems = write_artifact(train, tmp_path / "train.parquet", schema=PROBLEMS_SCHEMA, artifact="problems", stage="t")
     prompts = train.select("problem_id", "answer", "verifier").with_columns(
-        prompt=pl.lit("q"), prompt_token_ids=pl.lit([1], dtype=pl.List(pl.Int32))
+        user_message=pl.lit("u"), prompt=pl.lit("q"), prompt_token_ids=pl.lit([1], dtype=pl.List(pl.Int32))
     )
     completion = Completion("<step_1> 1 + 1 = 2 </step_1>\n<answer> 2 </answer>", [1, 2], [-0.5, -0.5], "stop")
     traces = write_artifact(

@@ -34,7 +34,14 @@ def test_schedule_walks_epochs_deterministically():
 
 def test_traces_frame_parses_and_verifies():
     prompts = pl.DataFrame(
-        {"problem_id": ["p1"], "answer": ["8"], "verifier": ["exact"], "prompt": ["q"], "prompt_token_ids": [[1, 2]]},
+        {
+            "problem_id": ["p1"],
+            "answer": ["8"],
+            "verifier": ["exact"],
+            "user_message": ["u"],
+            "prompt": ["q"],
+            "prompt_token_ids": [[1, 2]],
+        },
         schema_overrides={"prompt_token_ids": pl.List(pl.Int32)},
     )
     good = Completion("<step_1> 3 + 5 = 8 </step_1>\n<answer> 8 </answer>", [10, 11, 12], [-0.1, -0.2, -0.3], "stop")

@@ -11,7 +11,8 @@ import polars as pl
 import pytest
 import yaml
 
-from pipeline.artifacts import PROBLEMS_SCHEMA
+from pipeline.artifacts import CONTEXTS_SCHEMA, CRITIQUES_SCHEMA, PROBLEMS_SCHEMA, TRACES_SCHEMA
+from pipeline.teacher import teacher_logprobs_schema
 from tests.conftest import ROOT, SMOKE_CONFIG
 
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
@@ -56,6 +57,23 @@ def test_smoke_dag_builds_models_and_problems(smoke_run):
     assert (smoke_run / "logs/prepare_problems/prepare_problems.log").is_file()
     assert (smoke_run / "benchmarks/prepare_model/tiny-qwen2.tsv").is_file()
     assert "Nothing to be done" in snakemake(smoke_run, "--configfile", str(SMOKE_CONFIG), "-n").stdout
+
+
+def test_smoke_dag_writes_every_round_0_artifact_with_its_schema(smoke_run):
+    results = smoke_run / "results"
+    for condition in ("shared", "grpo"):
+        traces = pl.read_parquet(results / f"traces/{condition}/round_0.parquet")
+        assert traces.schema == TRACES_SCHEMA and traces.height > 0
+        critiques = pl.read_parquet(results / f"critiques/{condition}/round_0.parquet")
+        assert critiques.schema == CRITIQUES_SCHEMA
+        assert critiques["trace_id"].sort().to_list() == traces["trace_id"].sort().to_list()
+    for condition in ("reference", "critique"):
+        assert pl.scan_parquet(results / f"contexts/{condition}/round_0.parquet").collect_schema() == CONTEXTS_SCHEMA
+        teacher = pl.read_parquet(results / f"teacher_logprobs/{condition}/round_0.parquet")
+        assert teacher.schema == teacher_logprobs_schema(20)
+        n = teacher["completion_token_ids"].list.len()
+        for column in ("topk_ids", "topk_logprobs", "teacher_token_logprobs", "tail_logmass", "student_token_logprobs"):
+            assert (teacher[column].list.len() == n).all(), column
 
 
 def test_editing_one_section_reruns_only_that_stage(smoke_run, tmp_path):

@@ -1,9 +1,11 @@
 # Config validation, wildcard constraints and input functions. No logic beyond path lookup.
 # Each rule's params carry its stage's config section plus the module's STAGE_VERSION: package
 # code is not tracked by Snakemake, so a stage whose output changes bumps that constant.
+import pipeline.contexts
 import pipeline.critic
 import pipeline.models
 import pipeline.problems
+import pipeline.teacher
 import pipeline.traces
 from pipeline.config import canonical, validate_config
 
@@ -13,6 +15,8 @@ EXPERIMENT = config["experiment"]
 SD_CONDITIONS = [c for c in EXPERIMENT["conditions"] if c != "grpo"]
 if EXPERIMENT["ablations"]:
     SD_CONDITIONS += ["critique_full_quote", "critique_labels_only"]
+# Arms with a self-teacher; each names its context kind.
+SD_CONDITION_PATTERN = "|".join(pipeline.contexts.CONTEXT_KINDS)
 # Rounds whose traces can be sampled now: round r > 0 needs round r's student checkpoint, which
 # the distillation stage (not built yet) produces.
 TRACE_ROUNDS = [0]
@@ -60,8 +64,35 @@ def trace_conditions(round_index):
     return grpo + (["shared"] if round_index == 0 and SD_CONDITIONS else SD_CONDITIONS)
 
 
+def trace_source(wildcards):
+    """Which traces job feeds a self-distillation arm's round: round 0 is the shared one."""
+    return "shared" if int(wildcards.round) == 0 else wildcards.condition
+
+
+def sd_traces(wildcards):
+    return f"results/traces/{trace_source(wildcards)}/round_{wildcards.round}.parquet"
+
+
+def sd_critiques(wildcards):
+    return f"results/critiques/{trace_source(wildcards)}/round_{wildcards.round}.parquet"
+
+
+def teacher_model(wildcards):
+    """The frozen initial solver, or this round's student (teacher.teacher: round_start)."""
+    if config["teacher"]["teacher"] == "initial":
+        return f"resources/models/{config['solver']}"
+    return student_model(wildcards)
+
+
 def critique_targets():
     """Every critique file the configured conditions and buildable rounds need."""
     return [
         f"results/critiques/{condition}/round_{r}.parquet" for r in TRACE_ROUNDS for condition in trace_conditions(r)
+    ]
+
+
+def teacher_targets():
+    """Teacher log-probs of every self-distillation arm for the buildable rounds."""
+    return [
+        f"results/teacher_logprobs/{condition}/round_{r}.parquet" for r in TRACE_ROUNDS for condition in SD_CONDITIONS
     ]

@@ -1,0 +1,180 @@
+"""Stage ``precompute_teacher_logprobs``: the self-teacher's distribution, stored once.
+
+For every completion token of every trace it stores the teacher's top-k ids and log-probs, the
+realised token's log-prob and the tail log-mass ``log(1 - sum top-k p)``, scored on the teacher
+prompt + the completion at exactly the completion's positions. In the same job, with the same
+weights, it stores the student-side log-prob of each realised token under the no-context prompt, so
+``A_t = teacher - student`` is exact whatever engine sampled the traces. Every loss variant and the
+advantage analysis read this one artifact; nothing recomputes the teacher.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from pipeline.artifacts import CONTEXTS_SCHEMA, TRACES_SCHEMA, read_artifact, write_artifact
+from pipeline.config import TeacherConfig
+from pipeline.engines import Engine, TokenScores, engine_from_config
+from pipeline.models import read_provenance
+
+log = logging.getLogger(__name__)
+STAGE = "precompute_teacher_logprobs"
+STAGE_VERSION = 1
+
+
+def teacher_logprobs_schema(k: int, dtype: str = "float32") -> pl.Schema:
+    """One row per trace; every list column has the completion's length."""
+    float_type = pl.Float16 if dtype == "float16" else pl.Float32
+    return pl.Schema(
+        {
+            "trace_id": pl.String,
+            "problem_id": pl.String,
+            "condition": pl.String,
+            "round": pl.Int32,
+            "context_kind": pl.String,
+            "completion_token_ids": pl.List(pl.Int32),
+            "topk_ids": pl.List(pl.Array(pl.Int32, k)),
+            "topk_logprobs": pl.List(pl.Array(float_type, k)),
+            "teacher_token_logprobs": pl.List(pl.Float32),
+            "tail_logmass": pl.List(pl.Float32),
+            "student_token_logprobs": pl.List(pl.Float32),
+            "prompt_tokens_dropped": pl.Int32,  # teacher prompt tokens cut by the overflow policy
+        }
+    )
+
+
+def fit_to_window(
+    prompt: Sequence[int], completion: Sequence[int], *, max_len: int, policy: str
+) -> tuple[list[int] | None, int]:
+    """Apply the overflow policy: (prompt to score, tokens dropped); None prompt means skip the trace.
+
+    ``truncate_left`` drops the prompt's first tokens (the instructions and example, far from the
+    context and the completion); ``skip`` drops the trace. A completion that alone fills the window
+    is always skipped.
+    """
+    excess = len(prompt) + len(completion) - max_len
+    if excess <= 0:
+        return list(prompt), 0
+    if policy == "skip" or excess >= len(prompt):
+        return None, 0
+    return list(prompt[excess:]), excess
+
+
+def _list_of_arrays(blocks: Sequence[np.ndarray], dtype: pl.DataType) -> pl.Series:
+    """A List(Array) column from per-row [T, k] blocks, without a Python loop over tokens."""
+    k = blocks[0].shape[1] if blocks else 1
+    lengths = [len(b) for b in blocks]
+    flat = np.concatenate(blocks) if blocks else np.zeros((0, k))
+    rows = np.repeat(np.arange(len(blocks)), lengths)
+    frame = pl.DataFrame({"row": rows, "x": pl.Series(flat).cast(pl.Array(dtype, k))})
+    grouped = frame.group_by("row", maintain_order=True).agg("x")
+    out = pl.DataFrame({"row": np.arange(len(blocks))}).join(grouped, on="row", how="left")["x"]
+    return out.fill_null(pl.lit([], dtype=pl.List(pl.Array(dtype, k))))
+
+
+def teacher_frame(
+    rows: pl.DataFrame,
+    teacher: Sequence[TokenScores],
+    student: Sequence[TokenScores],
+    dropped: Sequence[int],
+    *,
+    k: int,
+    dtype: str,
+) -> pl.DataFrame:
+    """Assemble the stored artifact from scores; the pure core of the stage."""
+    schema = teacher_logprobs_schema(k, dtype)
+    float_type = schema["topk_logprobs"].inner.inner  # type: ignore[union-attr]
+    return pl.DataFrame(
+        {
+            "trace_id": rows["trace_id"],
+            "problem_id": rows["problem_id"],
+            "condition": rows["condition"],
+            "round": rows["round"],
+            "context_kind": rows["context_kind"],
+            "completion_token_ids": rows["completion_token_ids"],
+            "topk_ids": _list_of_arrays([s.topk_ids for s in teacher], pl.Int32),
+            "topk_logprobs": _list_of_arrays([s.topk_logprobs for s in teacher], float_type),
+            "teacher_token_logprobs": pl.Series([s.token_logprobs for s in teacher], dtype=pl.List(pl.Float32)),
+            "tail_logmass": pl.Series([s.tail_logmass for s in teacher], dtype=pl.List(pl.Float32)),
+            "student_token_logprobs": pl.Series([s.token_logprobs for s in student], dtype=pl.List(pl.Float32)),
+            "prompt_tokens_dropped": pl.Series(list(dropped), dtype=pl.Int32),
+        },
+        schema=schema,
+    )
+
+
+def score_rows(engine: Engine, rows: pl.DataFrame, cfg: TeacherConfig) -> tuple[pl.DataFrame, dict[str, int]]:
+    """Score teacher and student sides for each joined context/trace row, applying the policies."""
+    keep, teacher_prompts, dropped, counts = [], [], [], {"empty_completion": 0, "overflow_skipped": 0, "truncated": 0}
+    for i, row in enumerate(rows.iter_rows(named=True)):
+        completion = row["completion_token_ids"]
+        if not completion:
+            counts["empty_completion"] += 1
+            continue
+        prompt, cut = fit_to_window(
+            row["teacher_prompt_token_ids"], completion, max_len=cfg.engine.max_model_len, policy=cfg.overflow
+        )
+        if prompt is None or len(row["prompt_token_ids"]) + len(completion) > cfg.engine.max_model_len:
+            counts["overflow_skipped"] += 1
+            continue
+        counts["truncated"] += cut > 0
+        keep.append(i)
+        teacher_prompts.append(prompt)
+        dropped.append(cut)
+    kept = rows[keep]
+    completions = kept["completion_token_ids"].to_list()
+    teacher = engine.score(teacher_prompts, completions, top_k=cfg.top_k)
+    student = engine.score(kept["prompt_token_ids"].to_list(), completions, top_k=1)
+    return teacher_frame(
+        kept, teacher, student, dropped, k=min(cfg.top_k, _vocab(teacher)), dtype=cfg.logprob_dtype
+    ), counts
+
+
+def _vocab(scores: Sequence[TokenScores]) -> int:
+    return scores[0].topk_ids.shape[1] if scores else 10**9
+
+
+def precompute_teacher_logprobs(
+    *, contexts: Path, traces: Path, model: Path, out: Path, cfg: TeacherConfig
+) -> dict[str, Any]:
+    """Score every (context, trace) pair with the frozen teacher ``model``; write ``out``."""
+    context_frame = read_artifact(contexts, schema=CONTEXTS_SCHEMA, artifact="contexts")
+    trace_frame = read_artifact(traces, schema=TRACES_SCHEMA, artifact="traces")
+    rows = context_frame.join(
+        trace_frame.select("trace_id", "prompt_token_ids", "completion_token_ids"), on="trace_id", how="left"
+    )
+    engine = engine_from_config(cfg.engine, model, seed=0, max_logprobs=cfg.top_k)
+    try:
+        start = time.perf_counter()
+        frame, counts = score_rows(engine, rows, cfg)
+        seconds = time.perf_counter() - start
+    finally:
+        engine.close()
+    tokens = int(frame["completion_token_ids"].list.len().sum())
+    stats = {
+        "traces": frame.height,
+        **counts,
+        "completion_tokens": tokens,
+        "startup_s": round(engine.startup_s, 2),
+        "score_s": round(seconds, 2),
+        "tokens_per_s": round(tokens / max(seconds, 1e-9), 1),
+    }
+    write_artifact(
+        frame,
+        out,
+        schema=teacher_logprobs_schema(frame.schema["topk_ids"].inner.size, cfg.logprob_dtype),  # type: ignore[union-attr]
+        artifact="teacher_logprobs",
+        stage=STAGE,
+        params={**dataclasses.asdict(cfg), "stats": stats},
+        model=f"{model.name}@{read_provenance(model)['weights_sha256'][:16]}",
+    )
+    log.info("teacher log-probs: %s", stats)
+    return stats

@@ -1,0 +1,75 @@
+import numpy as np
+import polars as pl
+import pytest
+
+from pipeline.config import EngineConfig, TeacherConfig
+from pipeline.engines.hf import HFEngine
+from pipeline.teacher import fit_to_window, score_rows, teacher_logprobs_schema
+
+
+def test_fit_to_window_policies():
+    assert fit_to_window([1, 2, 3], [4, 5], max_len=10, policy="skip") == ([1, 2, 3], 0)
+    assert fit_to_window([1, 2, 3, 4], [5, 6], max_len=5, policy="truncate_left") == ([2, 3, 4], 1)
+    assert fit_to_window([1, 2, 3, 4], [5, 6], max_len=5, policy="skip") == (None, 0)
+    assert fit_to_window([1, 2], [3, 4, 5, 6], max_len=4, policy="truncate_left") == (None, 0)  # completion fills it
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir):
+    return HFEngine(tiny_model_dir, seed=0)
+
+
+def rows(prompts, completions, teacher_prompts):
+    n = len(prompts)
+    return pl.DataFrame(
+        {
+            "trace_id": [f"t{i}" for i in range(n)],
+            "problem_id": ["p"] * n,
+            "condition": ["critique"] * n,
+            "round": [0] * n,
+            "context_kind": ["critique"] * n,
+            "teacher_prompt_token_ids": teacher_prompts,
+            "prompt_token_ids": prompts,
+            "completion_token_ids": completions,
+        },
+        schema_overrides={"round": pl.Int32, "completion_token_ids": pl.List(pl.Int32)},
+    )
+
+
+def test_scores_are_token_aligned_and_exact(engine):
+    frame = rows([[5, 6, 7], [8, 9], [3]], [[10, 11, 12, 13], [], [14, 15]], [[1, 2, 5, 6, 7], [1, 8, 9], [2, 3]])
+    cfg = TeacherConfig(top_k=8, engine=EngineConfig(backend="transformers", max_model_len=64))
+    out, counts = score_rows(engine, frame, cfg)
+    assert out.schema == teacher_logprobs_schema(8)
+    assert counts["empty_completion"] == 1 and out["trace_id"].to_list() == ["t0", "t2"]
+    n = out["completion_token_ids"].list.len()
+    for column in ("topk_ids", "topk_logprobs", "teacher_token_logprobs", "tail_logmass", "student_token_logprobs"):
+        assert (out[column].list.len() == n).all(), column
+    # the stored values are the engine's scores at the completion positions, teacher and student side
+    (teacher,) = engine.score([[1, 2, 5, 6, 7]], [[10, 11, 12, 13]], top_k=8)
+    (student,) = engine.score([[5, 6, 7]], [[10, 11, 12, 13]], top_k=1)
+    np.testing.assert_allclose(np.array(out["topk_logprobs"][0].to_list()), teacher.topk_logprobs, atol=1e-6)
+    np.testing.assert_allclose(out["teacher_token_logprobs"][0].to_numpy(), teacher.token_logprobs, atol=1e-6)
+    np.testing.assert_allclose(out["student_token_logprobs"][0].to_numpy(), student.token_logprobs, atol=1e-6)
+    assert out["topk_ids"][0].to_list()[0] == teacher.topk_ids[0].tolist()
+
+
+def test_overflow_policy_is_applied_and_counted(engine):
+    frame = rows([[5, 6], [5, 6]], [[10, 11, 12], [10, 11, 12]], [list(range(1, 9)), [1, 2]])
+    cfg = TeacherConfig(top_k=4, overflow="truncate_left", engine=EngineConfig(backend="transformers", max_model_len=8))
+    out, counts = score_rows(engine, frame, cfg)
+    assert counts["truncated"] == 1 and out["prompt_tokens_dropped"].to_list() == [3, 0]
+    skip = TeacherConfig(top_k=4, overflow="skip", engine=EngineConfig(backend="transformers", max_model_len=8))
+    out, counts = score_rows(engine, frame, skip)
+    assert counts["overflow_skipped"] == 1 and out["trace_id"].to_list() == ["t1"]
+
+
+def test_float16_storage_and_full_vocab(engine):
+    frame = rows([[5, 6]], [[10, 11]], [[1, 5, 6]])
+    half, _ = score_rows(
+        engine, frame, TeacherConfig(top_k=4, logprob_dtype="float16", engine=EngineConfig(backend="transformers"))
+    )
+    assert half.schema["topk_logprobs"] == pl.List(pl.Array(pl.Float16, 4))
+    full, _ = score_rows(engine, frame, TeacherConfig(top_k=10**6, engine=EngineConfig(backend="transformers")))
+    probs = np.exp(np.array(full["topk_logprobs"][0].to_list(), dtype=np.float64)).sum(-1)
+    np.testing.assert_allclose(probs, 1.0, atol=1e-5)  # k = vocab reproduces the full softmax

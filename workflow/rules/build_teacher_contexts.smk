@@ -1,0 +1,20 @@
+# One job per self-distillation arm x round; the arm names the context kind.
+rule build_teacher_contexts:
+    input:
+        traces=sd_traces,
+        critiques=sd_critiques,
+        problems="results/problems/train.parquet",
+        model=f"resources/models/{config['solver']}",
+    wildcard_constraints:
+        condition=SD_CONDITION_PATTERN,
+    output:
+        "results/contexts/{condition}/round_{round}.parquet",
+    params:
+        cfg=section("contexts"),
+        version=pipeline.contexts.STAGE_VERSION,
+    log:
+        "logs/build_teacher_contexts/{condition}/round_{round}.log",
+    conda:
+        "../../envs/pipeline.yaml"
+    script:
+        "../scripts/build_teacher_contexts.py"

@@ -1,0 +1,21 @@
+rule precompute_teacher_logprobs:
+    input:
+        contexts="results/contexts/{condition}/round_{round}.parquet",
+        traces=sd_traces,
+        model=teacher_model,
+    wildcard_constraints:
+        condition=SD_CONDITION_PATTERN,
+    output:
+        "results/teacher_logprobs/{condition}/round_{round}.parquet",
+    params:
+        cfg=section("teacher"),
+        version=pipeline.teacher.STAGE_VERSION,
+    threads: workflow.cores  # a model stage uses every core it is given; one runs at a time
+    log:
+        "logs/precompute_teacher_logprobs/{condition}/round_{round}.log",
+    benchmark:
+        "benchmarks/precompute_teacher_logprobs/{condition}/round_{round}.tsv"
+    conda:
+        "../../envs/pipeline.yaml"
+    script:
+        "../scripts/precompute_teacher_logprobs.py"

@@ -1,0 +1,24 @@
+"""Adapter: rule build_teacher_contexts -> pipeline.contexts.build_teacher_contexts."""
+
+from pathlib import Path
+
+from pipeline.config import ContextsConfig, from_params
+from pipeline.contexts import build_teacher_contexts
+from pipeline.logs import setup_logging
+
+
+def main(snakemake) -> None:
+    setup_logging(snakemake.log[0])
+    build_teacher_contexts(
+        traces=Path(snakemake.input.traces),
+        critiques=Path(snakemake.input.critiques),
+        problems=Path(snakemake.input.problems),
+        model=Path(snakemake.input.model),
+        out=Path(snakemake.output[0]),
+        kind=snakemake.wildcards.condition,
+        cfg=from_params(ContextsConfig, snakemake.params.cfg, where="contexts"),
+    )
+
+
+if __name__ == "__main__":
+    main(globals()["snakemake"])  # injected by Snakemake's script: directive
