@@ -1,0 +1,116 @@
+"""Pure tensor maths shared by distillation, GRPO and the advantage analysis.
+
+Distillation losses compare the stored teacher top-k with the student at each completion token.
+Two supports: ``topk`` renormalises both distributions on the teacher's k ids; ``tail`` adds one
+bucket holding the rest of the mass (the stored tail log-mass for the teacher, ``1 - sum q_k`` for
+the student), which with k = vocabulary size is the exact full-vocabulary divergence.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+Divergence = Literal["forward_kl", "reverse_kl", "jsd"]
+Support = Literal["topk", "tail"]
+
+
+def log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """``log(1 - exp(x))`` for x <= 0, stable at both ends (-inf at x = 0)."""
+    x = x.clamp(max=0.0)
+    return torch.where(x > -0.6931, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+
+
+def supported_logprobs(
+    student_logprobs: torch.Tensor,
+    teacher_ids: torch.Tensor,
+    teacher_logprobs: torch.Tensor,
+    teacher_tail: torch.Tensor,
+    support: Support,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(teacher, student) log-distributions on the shared support, shape [T, k] or [T, k + 1].
+
+    ``student_logprobs`` is the student's full log-softmax ``[T, V]``; teacher tensors are the stored
+    top-k ids/log-probs ``[T, k]`` and tail log-mass ``[T]``.
+    """
+    student_k = student_logprobs.gather(-1, teacher_ids.long())
+    teacher_k = teacher_logprobs.float()
+    if support == "topk":
+        return teacher_k.log_softmax(-1), student_k.log_softmax(-1)
+    student_tail = log1mexp(torch.logsumexp(student_k, dim=-1))
+    # An empty teacher tail (k = vocabulary) means the student's is empty too, up to rounding.
+    student_tail = torch.where(torch.isneginf(teacher_tail), torch.full_like(student_tail, float("-inf")), student_tail)
+    teacher = torch.cat([teacher_k, teacher_tail.float()[..., None]], dim=-1)
+    student = torch.cat([student_k, student_tail[..., None]], dim=-1)
+    return teacher, student
+
+
+def _kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) over the last axis, with 0 * log 0 = 0."""
+    p = log_p.exp()
+    terms = torch.where(p > 0, p * (log_p - log_q), torch.zeros_like(p))
+    return terms.sum(-1)
+
+
+def divergence(
+    log_teacher: torch.Tensor, log_student: torch.Tensor, kind: Divergence, beta: float = 0.5
+) -> torch.Tensor:
+    """Per-token divergence between teacher and student log-distributions.
+
+    ``forward_kl`` is KL(teacher || student) (the paper's), ``reverse_kl`` is KL(student || teacher),
+    ``jsd`` is the generalised Jensen-Shannon divergence with mixture ``m = beta p + (1 - beta) q``:
+    ``beta KL(p || m) + (1 - beta) KL(q || m)``.
+    """
+    if kind == "forward_kl":
+        return _kl(log_teacher, log_student)
+    if kind == "reverse_kl":
+        return _kl(log_student, log_teacher)
+    if kind == "jsd":
+        if not 0.0 < beta < 1.0:
+            raise ValueError(f"jsd needs 0 < beta < 1, got {beta}")
+        log_m = torch.logsumexp(
+            torch.stack([log_teacher + torch.log(torch.tensor(beta)), log_student + torch.log(torch.tensor(1 - beta))]),
+            dim=0,
+        )
+        return beta * _kl(log_teacher, log_m) + (1 - beta) * _kl(log_student, log_m)
+    raise ValueError(f"unknown divergence {kind!r}")
+
+
+def clipped_importance_weight(current: torch.Tensor, behaviour: torch.Tensor, clip: float) -> torch.Tensor:
+    """Truncated importance weight ``min(exp(current - behaviour), clip)``, no gradient."""
+    return torch.exp(current.detach() - behaviour).clamp(max=clip)
+
+
+def group_advantages(
+    rewards: torch.Tensor, groups: torch.Tensor, *, eps: float = 1e-4, dr_grpo: bool = False
+) -> torch.Tensor:
+    """GRPO advantages: reward minus its group's mean, divided by the group's std unless Dr.GRPO.
+
+    A group whose rewards are all equal gets advantage 0 everywhere.
+    """
+    advantages = torch.zeros_like(rewards, dtype=torch.float32)
+    for g in torch.unique(groups):
+        members = groups == g
+        r = rewards[members].float()
+        centred = r - r.mean()
+        std = r.std(unbiased=False)
+        if dr_grpo or std == 0:
+            advantages[members] = centred  # all-equal rewards: centred is 0 everywhere
+        else:
+            advantages[members] = centred / (std + eps)
+    return advantages
+
+
+def clipped_policy_loss(
+    logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, *, epsilon: float
+) -> torch.Tensor:
+    """PPO/GRPO per-token loss ``-min(rho A, clip(rho, 1 - eps, 1 + eps) A)``."""
+    ratio = torch.exp(logprobs - old_logprobs)
+    return -torch.minimum(ratio * advantages, ratio.clamp(1 - epsilon, 1 + epsilon) * advantages)
+
+
+def k3_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
+    """The k3 estimator of KL(policy || reference) on sampled tokens: ``exp(d) - d - 1``, d = ref - cur."""
+    d = ref_logprobs - logprobs
+    return torch.exp(d) - d - 1

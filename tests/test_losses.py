@@ -1,0 +1,115 @@
+import math
+
+import pytest
+import torch
+
+from pipeline.losses import (
+    clipped_importance_weight,
+    clipped_policy_loss,
+    divergence,
+    group_advantages,
+    k3_kl,
+    log1mexp,
+    supported_logprobs,
+)
+
+
+def full_kl(p_log, q_log):
+    return (p_log.exp() * (p_log - q_log)).sum(-1)
+
+
+@pytest.fixture()
+def dists():
+    torch.manual_seed(0)
+    teacher = torch.randn(5, 11).log_softmax(-1)
+    student = torch.randn(5, 11).log_softmax(-1)
+    return teacher, student
+
+
+def stored_topk(teacher_full, k):
+    lp, ids = teacher_full.topk(k, dim=-1)
+    rest = teacher_full.scatter(-1, ids, float("-inf"))
+    return ids, lp, torch.logsumexp(rest, -1)
+
+
+@pytest.mark.parametrize("kind", ["forward_kl", "reverse_kl", "jsd"])
+@pytest.mark.parametrize("support", ["topk", "tail"])
+def test_identical_distributions_give_zero(dists, kind, support):
+    teacher, _ = dists
+    ids, lp, tail = stored_topk(teacher, 4)
+    t, s = supported_logprobs(teacher, ids, lp, tail, support)
+    assert torch.allclose(divergence(t, s, kind), torch.zeros(5), atol=1e-6)
+
+
+def test_k_equal_vocab_with_tail_is_the_full_kl(dists):
+    teacher, student = dists
+    ids, lp, tail = stored_topk(teacher, 11)
+    t, s = supported_logprobs(student, ids, lp, tail, "tail")
+    assert torch.allclose(divergence(t, s, "forward_kl"), full_kl(teacher, student), atol=1e-5)
+    assert torch.allclose(divergence(t, s, "reverse_kl"), full_kl(student, teacher), atol=1e-5)
+
+
+def test_hand_computed_two_outcome_case():
+    # teacher (0.75, 0.25), student (0.5, 0.5) on a 2-token vocabulary, k = 1 with the tail bucket
+    teacher_full = torch.tensor([[0.75, 0.25]]).log()
+    student_full = torch.tensor([[0.5, 0.5]]).log()
+    ids, lp, tail = stored_topk(teacher_full, 1)
+    t, s = supported_logprobs(student_full, ids, lp, tail, "tail")
+    expected = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)
+    assert divergence(t, s, "forward_kl").item() == pytest.approx(expected, abs=1e-6)
+    m = [0.5 * 0.75 + 0.5 * 0.5, 0.5 * 0.25 + 0.5 * 0.5]
+    jsd = 0.5 * (0.75 * math.log(0.75 / m[0]) + 0.25 * math.log(0.25 / m[1])) + 0.5 * (
+        0.5 * math.log(0.5 / m[0]) + 0.5 * math.log(0.5 / m[1])
+    )
+    assert divergence(t, s, "jsd", beta=0.5).item() == pytest.approx(jsd, abs=1e-6)
+
+
+def test_topk_support_renormalises(dists):
+    teacher, student = dists
+    ids, lp, tail = stored_topk(teacher, 3)
+    t, s = supported_logprobs(student, ids, lp, tail, "topk")
+    assert torch.allclose(t.exp().sum(-1), torch.ones(5)) and torch.allclose(s.exp().sum(-1), torch.ones(5))
+
+
+def test_gradients_flow_to_the_student_only(dists):
+    teacher, student = dists
+    logits = student.clone().requires_grad_(True)
+    ids, lp, tail = stored_topk(teacher, 4)
+    t, s = supported_logprobs(logits.log_softmax(-1), ids, lp, tail, "tail")
+    divergence(t, s, "forward_kl").mean().backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0
+
+
+def test_log1mexp():
+    x = torch.tensor([-1e-8, -0.5, -5.0, -50.0, 0.0])
+    assert torch.allclose(log1mexp(x)[:4], torch.log(1 - torch.exp(x[:4].double())).float(), rtol=1e-4)
+    assert torch.isneginf(log1mexp(x)[4])
+
+
+def test_importance_weight_is_clipped_and_detached():
+    current = torch.tensor([0.0, 1.0, -1.0], requires_grad=True)
+    w = clipped_importance_weight(current, torch.zeros(3), clip=2.0)
+    assert torch.allclose(w, torch.tensor([1.0, 2.0, math.exp(-1.0)]))
+    assert not w.requires_grad
+
+
+def test_group_advantages_hand_made_group():
+    rewards = torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0, 1.0])
+    groups = torch.tensor([0, 0, 0, 0, 1, 1])
+    adv = group_advantages(rewards, groups, eps=0.0)
+    assert torch.allclose(adv[:4], torch.tensor([1.0, -1.0, -1.0, 1.0]))  # mean 0.5, std 0.5
+    assert torch.equal(adv[4:], torch.zeros(2))  # all-equal rewards: no signal, no NaN
+    dr = group_advantages(rewards, groups, dr_grpo=True)
+    assert torch.allclose(dr[:4], torch.tensor([0.5, -0.5, -0.5, 0.5]))
+
+
+def test_clipped_policy_loss():
+    lp = torch.log(torch.tensor([1.5, 0.5, 1.0]))
+    loss = clipped_policy_loss(lp, torch.zeros(3), torch.tensor([1.0, -1.0, 2.0]), epsilon=0.2)
+    # rho 1.5 with A>0 is clipped to 1.2; rho 0.5 with A<0 is clipped to 0.8 -> min picks -0.8
+    assert torch.allclose(loss, torch.tensor([-1.2, 0.8, -2.0]), atol=1e-6)
+
+
+def test_k3_kl_is_zero_at_the_reference_and_positive_elsewhere():
+    assert k3_kl(torch.zeros(2), torch.zeros(2)).abs().max() == 0
+    assert (k3_kl(torch.tensor([-1.0, -2.0]), torch.tensor([-2.0, -1.0])) > 0).all()
