@@ -102,6 +102,25 @@ CONTEXTS_SCHEMA = pl.Schema(
     }
 )
 
+# One row per optimizer step of distill_student or train_grpo.
+TRAIN_LOG_SCHEMA = pl.Schema(
+    {
+        "step": pl.Int32,
+        "epoch": pl.Int32,
+        "loss": pl.Float32,
+        "kl": pl.Float32,  # distillation: forward KL to the teacher; GRPO: k3 KL to the initial policy
+        "grad_norm": pl.Float32,
+        "lr": pl.Float32,
+        "teacher_topk_mass": pl.Float32,  # distillation: mean teacher mass inside the stored top-k
+        "is_ratio_mean": pl.Float32,  # importance ratio current / generation-time, over tokens
+        "is_ratio_max": pl.Float32,
+        "is_clipped_frac": pl.Float32,
+        "mean_reward": pl.Float32,  # GRPO only
+        "tokens": pl.Int32,
+        "tokens_per_s": pl.Float32,
+    }
+)
+
 REJECTS_SCHEMA = pl.Schema(
     {
         "source": pl.String,

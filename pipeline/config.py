@@ -277,3 +277,56 @@ class TeacherConfig:
     def __post_init__(self) -> None:
         if self.top_k < 1:
             raise ConfigError("teacher.top_k must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoraSettings:
+    """LoRA through peft (the paper: r 64, alpha 128 on all attention and MLP projections)."""
+
+    r: int = 64
+    alpha: int = 128
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with warm-up and a schedule, gradient clipping and accumulation to ``batch_size``."""
+
+    lr: float = 1e-4
+    schedule: Literal["constant", "linear", "cosine"] = "constant"
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    batch_size: int = 8  # sequences per optimizer step
+    micro_batch_size: int = 2  # sequences per forward/backward
+    epochs: int = 1  # passes over the round's traces
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.batch_size % self.micro_batch_size:
+            raise ConfigError("batch_size must be a multiple of micro_batch_size")
+
+
+@dataclasses.dataclass(frozen=True)
+class DistillConfig:
+    """``distill_student``: the divergence to the stored teacher, and the training setup."""
+
+    loss: Literal["forward_kl", "reverse_kl", "jsd"] = "forward_kl"
+    support: Literal["topk", "tail"] = "tail"
+    jsd_beta: float = 0.5
+    is_clip: float = 2.0  # cap of the truncated importance weight (used after the first step)
+    lora: LoraSettings | None = LoraSettings()  # None: full fine-tuning (the tiny model)
+    optim: OptimConfig = OptimConfig()
+
+
+@dataclasses.dataclass(frozen=True)
+class GrpoConfig:
+    """``train_grpo``: group-normalised binary reward with a clipped ratio."""
+
+    epsilon: float = 0.2
+    advantage_eps: float = 1e-4
+    dr_grpo: bool = False
+    kl_coef: float = 0.0  # > 0 adds k3 KL to the initial policy
+    lora: LoraSettings | None = LoraSettings()
+    optim: OptimConfig = OptimConfig()

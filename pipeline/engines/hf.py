@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from pipeline.engines.base import Completion, SamplingConfig, TokenScores, check_lengths
+from pipeline.engines.checkpoint import resolve_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +52,14 @@ class HFEngine:
 
         start = time.perf_counter()
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        base_dir, adapter_dir = resolve_checkpoint(model_path)
         self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        self.model = (
-            AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, dtype)).to(self.device).eval()
-        )
+        model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=getattr(torch, dtype))
+        if adapter_dir is not None:  # a LoRA student: merge for plain-speed inference
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+        self.model = model.to(self.device).eval()
         self.vocab_size = self.model.get_output_embeddings().weight.shape[0]
         self.pad_id = (
             self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.engines.base import Completion, SamplingConfig, TokenScores, check_lengths, tail_logmass_from_topk
+from pipeline.engines.checkpoint import adapter_rank, resolve_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +63,16 @@ class VLLMEngine:
         from vllm import LLM
 
         start = time.perf_counter()
-        kwargs = {"gpu_memory_utilization": gpu_memory_utilization} if gpu else {}
+        kwargs: dict = {"gpu_memory_utilization": gpu_memory_utilization} if gpu else {}
+        base_dir, adapter_dir = resolve_checkpoint(model_path)
+        self.lora_request = None
+        if adapter_dir is not None:  # a LoRA student: serve the adapter on its base model
+            from vllm.lora.request import LoRARequest
+
+            kwargs |= {"enable_lora": True, "max_lora_rank": adapter_rank(adapter_dir), "max_loras": 1}
+            self.lora_request = LoRARequest("student", 1, str(adapter_dir))
         self.llm = LLM(
-            model=str(model_path),
+            model=str(base_dir),
             dtype=dtype or ("bfloat16" if gpu else "float32"),
             seed=seed,
             max_model_len=max_model_len,
@@ -85,7 +93,8 @@ class VLLMEngine:
             max_tokens=sampling.max_tokens,
             logprobs=0,  # just the sampled token's (raw, temperature-1) log-prob
         )
-        outputs = self.llm.generate([{"prompt_token_ids": list(p)} for p in prompts], params, use_tqdm=True)
+        requests = [{"prompt_token_ids": list(p)} for p in prompts]
+        outputs = self.llm.generate(requests, params, use_tqdm=True, lora_request=self.lora_request)
         return [
             [
                 Completion(
@@ -107,7 +116,7 @@ class VLLMEngine:
         check_lengths(prompts, completions)
         params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=top_k)
         requests = [{"prompt_token_ids": list(p) + list(c)} for p, c in zip(prompts, completions)]
-        outputs = self.llm.generate(requests, params, use_tqdm=True)
+        outputs = self.llm.generate(requests, params, use_tqdm=True, lora_request=self.lora_request)
         return [
             scores_from_prompt_logprobs(out.prompt_logprobs, len(p), list(c), top_k)
             for out, p, c in zip(outputs, prompts, completions)

@@ -1,0 +1,26 @@
+"""Where a model folder's weights are: full weights, or a LoRA adapter on a recorded base."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def resolve_checkpoint(model_dir: str | Path) -> tuple[Path, Path | None]:
+    """(base model folder, adapter folder or None) for a model folder.
+
+    A student saved with LoRA holds ``adapter_config.json`` whose ``base_model_name_or_path`` is the
+    base folder; any other folder is full weights.
+    """
+    model_dir = Path(model_dir)
+    adapter_config = model_dir / "adapter_config.json"
+    if not adapter_config.is_file():
+        return model_dir, None
+    base = json.loads(adapter_config.read_text())["base_model_name_or_path"]
+    if not base or not (Path(base) / "config.json").is_file():
+        raise FileNotFoundError(f"{model_dir} is a LoRA adapter on {base!r}, which is not a model folder here")
+    return Path(base), model_dir
+
+
+def adapter_rank(adapter_dir: Path) -> int:
+    return int(json.loads((adapter_dir / "adapter_config.json").read_text())["r"])

@@ -1,0 +1,127 @@
+"""Shared training ground for ``distill_student`` and ``train_grpo``.
+
+Loading a student (base + LoRA adapter, or full weights), per-token log-probs at completion
+positions, AdamW with a schedule, accumulation to the configured batch, and saving a checkpoint the
+engines load for the next round.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipeline.config import LoraSettings, OptimConfig
+from pipeline.engines.checkpoint import resolve_checkpoint
+from pipeline.models import PROVENANCE_FILE, weights_hash
+
+log = logging.getLogger(__name__)
+
+
+def training_dtype() -> torch.dtype:
+    """fp32 on CPU, bf16 on GPU."""
+    return torch.bfloat16 if torch.cuda.is_available() else torch.float32
+
+
+def load_student(model_dir: Path, lora: LoraSettings | None) -> tuple[Any, Any, Path]:
+    """The trainable student and its tokenizer; returns (model, tokenizer, base model folder).
+
+    A folder holding a LoRA adapter continues training that adapter on its base; a full-weights
+    folder gets a fresh adapter (``lora`` set) or is trained in full (``lora`` None).
+    """
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base_dir, adapter_dir = resolve_checkpoint(model_dir)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=training_dtype()).to(device)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if adapter_dir is not None:
+        model = PeftModel.from_pretrained(model, adapter_dir, is_trainable=True)
+    elif lora is not None:
+        config = LoraConfig(
+            r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules=list(lora.target_modules),
+            task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(model, config)
+    model.train()
+    return model, tokenizer, base_dir
+
+
+def save_student(model: Any, tokenizer: Any, out_dir: Path, *, base_dir: Path, details: dict[str, Any]) -> None:
+    """Save an adapter (with its base recorded) or full weights, plus provenance."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    provenance = {
+        "name": out_dir.name,
+        "base_model": str(base_dir),
+        "adapter": (out_dir / "adapter_config.json").is_file(),
+        **details,
+        "weights_sha256": weights_hash(out_dir),
+    }
+    (out_dir / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2, sort_keys=True, default=str))
+
+
+def make_optimizer(model: Any, cfg: OptimConfig, total_steps: int) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW over the trainable parameters with warm-up then a constant/linear/cosine schedule."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def factor(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        progress = (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps)
+        if cfg.schedule == "linear":
+            return max(0.0, 1.0 - progress)
+        if cfg.schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        return 1.0
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def batches(n: int, cfg: OptimConfig) -> Iterator[tuple[int, list[list[int]]]]:
+    """(epoch, micro-batches of row indices) per optimizer step, shuffled per epoch by the seed."""
+    for epoch in range(cfg.epochs):
+        order = list(range(n))
+        random.Random(f"{cfg.seed}-{epoch}").shuffle(order)
+        for start in range(0, n, cfg.batch_size):
+            chunk = order[start : start + cfg.batch_size]
+            yield epoch, [chunk[i : i + cfg.micro_batch_size] for i in range(0, len(chunk), cfg.micro_batch_size)]
+
+
+def steps_per_run(n: int, cfg: OptimConfig) -> int:
+    return cfg.epochs * math.ceil(n / cfg.batch_size)
+
+
+def completion_logits(
+    model: Any, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]]
+) -> list[torch.Tensor]:
+    """Per row, the student's logits ``[T, V]`` that predict each completion token (with gradient)."""
+    device = next(model.parameters()).device
+    rows = [list(p) + list(c) for p, c in zip(prompts, completions)]
+    width = max(map(len, rows))
+    ids = torch.zeros((len(rows), width), dtype=torch.long, device=device)
+    mask = torch.zeros_like(ids)
+    for i, row in enumerate(rows):  # left padding: every row ends at the same place
+        ids[i, width - len(row) :] = torch.tensor(row, device=device)
+        mask[i, width - len(row) :] = 1
+    keep = max(map(len, completions)) + 1
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep).logits
+    return [logits[i, keep - len(c) - 1 : keep - 1].float() for i, c in enumerate(completions)]
+
+
+def config_record(cfg: Any) -> dict[str, Any]:
+    return json.loads(json.dumps(asdict(cfg), default=str))
