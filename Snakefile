@@ -15,6 +15,8 @@ include: "workflow/rules/generate_traces.smk"
 include: "workflow/rules/query_critic.smk"
 include: "workflow/rules/build_teacher_contexts.smk"
 include: "workflow/rules/precompute_teacher_logprobs.smk"
+include: "workflow/rules/distill_student.smk"
+include: "workflow/rules/train_grpo.smk"
 
 
 rule all:
@@ -24,3 +26,4 @@ rule all:
         rules.prepare_problems.output,
         critique_targets(),
         teacher_targets(),
+        student_targets(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -11,7 +12,8 @@ import polars as pl
 import pytest
 import yaml
 
-from pipeline.artifacts import CONTEXTS_SCHEMA, CRITIQUES_SCHEMA, PROBLEMS_SCHEMA, TRACES_SCHEMA
+from pipeline.artifacts import CONTEXTS_SCHEMA, CRITIQUES_SCHEMA, PROBLEMS_SCHEMA, TRACES_SCHEMA, TRAIN_LOG_SCHEMA
+from pipeline.engines.checkpoint import resolve_checkpoint
 from pipeline.teacher import teacher_logprobs_schema
 from tests.conftest import ROOT, SMOKE_CONFIG
 
@@ -93,3 +95,41 @@ def test_quickstart_commands_in_readme_match_ci():
     assert test_command in readme
     assert "./setup.sh" in readme and "./setup.sh" in ci
     assert shutil.which("bash")
+
+
+def test_smoke_dag_trains_two_rounds_of_every_arm(smoke_run):
+    results = smoke_run / "results"
+    for condition in ("grpo", "reference", "critique"):
+        for r in (1, 2):
+            model = results / f"students/{condition}/round_{r}"
+            base, adapter = resolve_checkpoint(model)
+            assert adapter is None and (model / "model.safetensors").is_file()  # the smoke config trains every weight
+            assert pl.read_parquet(results / f"train_logs/{condition}/round_{r}.parquet").schema == TRAIN_LOG_SCHEMA
+    # round 1's traces of each self-distillation arm come from that arm's own round-1 student
+    for condition in ("grpo", "reference", "critique"):
+        meta = pl.read_parquet_metadata(results / f"traces/{condition}/round_1.parquet")
+        assert "round_1@" in meta["pipeline.model"]
+
+
+def planned_jobs(plan: str) -> set[tuple[str, str]]:
+    """(rule, wildcards) of every job in a dry-run's output."""
+    jobs = set()
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", plan):
+        match = re.match(r"(?:local)?rule (\w+):", block)
+        if match:
+            wildcards = re.search(r"wildcards: (.*)", block)
+            jobs.add((match.group(1), wildcards.group(1).strip() if wildcards else ""))
+    return jobs
+
+
+def test_editing_distill_reruns_training_but_not_traces_or_teacher(smoke_run, tmp_path):
+    config = yaml.safe_load(SMOKE_CONFIG.read_text())
+    config["distill"]["optim"]["lr"] = 2e-3
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(yaml.safe_dump(config))
+    jobs = planned_jobs(snakemake(smoke_run, "--configfile", str(edited), "-n").stdout)
+    rules = {rule for rule, _ in jobs}
+    assert "distill_student" in rules and "train_grpo" not in rules
+    # round 0's traces, critiques, contexts and teacher log-probs feed the edited stage: kept
+    assert not [job for job in jobs if job[1].endswith("round=0")]
+    assert not rules & {"prepare_model", "prepare_problems"}

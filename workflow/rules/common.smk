@@ -3,6 +3,8 @@
 # code is not tracked by Snakemake, so a stage whose output changes bumps that constant.
 import pipeline.contexts
 import pipeline.critic
+import pipeline.distill
+import pipeline.grpo
 import pipeline.models
 import pipeline.problems
 import pipeline.teacher
@@ -17,9 +19,9 @@ if EXPERIMENT["ablations"]:
     SD_CONDITIONS += ["critique_full_quote", "critique_labels_only"]
 # Arms with a self-teacher; each names its context kind.
 SD_CONDITION_PATTERN = "|".join(pipeline.contexts.CONTEXT_KINDS)
-# Rounds whose traces can be sampled now: round r > 0 needs round r's student checkpoint, which
-# the distillation stage (not built yet) produces.
-TRACE_ROUNDS = [0]
+ROUNDS = EXPERIMENT["rounds"]
+# Traces are sampled for rounds 0..R-1; each trains round r+1's student, up to round R.
+TRACE_ROUNDS = list(range(ROUNDS))
 
 
 wildcard_constraints:
@@ -89,6 +91,36 @@ def critique_targets():
     return [
         f"results/critiques/{condition}/round_{r}.parquet" for r in TRACE_ROUNDS for condition in trace_conditions(r)
     ]
+
+
+def previous_round(pattern):
+    """An input function filling {prev} = {round} - 1 (and the other wildcards) into ``pattern``."""
+
+    def expand_previous(wildcards):
+        return pattern.format(**dict(wildcards.items()), prev=int(wildcards.round) - 1)
+
+    return expand_previous
+
+
+def previous_sd_traces(wildcards):
+    prev = int(wildcards.round) - 1
+    source = "shared" if prev == 0 else wildcards.condition
+    return f"results/traces/{source}/round_{prev}.parquet"
+
+
+def previous_student(wildcards):
+    """The student a training job starts from: the base solver for round 1."""
+    prev = int(wildcards.round) - 1
+    if prev == 0:
+        return f"resources/models/{config['solver']}"
+    condition = wildcards.get("condition", "grpo")  # train_grpo's paths name the arm literally
+    return f"results/students/{condition}/round_{prev}"
+
+
+def student_targets():
+    """The last round's student of every arm (which pulls in every earlier stage)."""
+    arms = SD_CONDITIONS + (["grpo"] if "grpo" in EXPERIMENT["conditions"] else [])
+    return [f"results/students/{condition}/round_{ROUNDS}" for condition in arms]
 
 
 def teacher_targets():

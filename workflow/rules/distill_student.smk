@@ -1,0 +1,23 @@
+# Round r's student + its stored teacher log-probs -> round r+1's student (one job per arm x round).
+rule distill_student:
+    wildcard_constraints:
+        condition=SD_CONDITION_PATTERN,
+    input:
+        teacher_logprobs=previous_round("results/teacher_logprobs/{condition}/round_{prev}.parquet"),
+        traces=previous_sd_traces,
+        student=previous_student,
+    output:
+        model=directory("results/students/{condition}/round_{round}"),
+        train_log="results/train_logs/{condition}/round_{round}.parquet",
+    params:
+        cfg=section("distill"),
+        version=pipeline.distill.STAGE_VERSION,
+    threads: workflow.cores  # a model stage uses every core it is given; one runs at a time
+    log:
+        "logs/distill_student/{condition}/round_{round}.log",
+    benchmark:
+        "benchmarks/distill_student/{condition}/round_{round}.tsv"
+    conda:
+        "../../envs/pipeline.yaml"
+    script:
+        "../scripts/distill_student.py"
