@@ -198,6 +198,7 @@ def write_artifact(
             compression="zstd",
             metadata={META_PREFIX + key: value for key, value in metadata.items()},
         )
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; artifacts are meant to be shared and read
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

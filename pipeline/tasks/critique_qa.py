@@ -40,17 +40,32 @@ def alignment_score(solver_steps: Sequence[str], rewrite_steps: Sequence[str], f
     return kept / n_pre
 
 
+def _mask_operands(context: str) -> str:
+    """Blank out step/answer tags and each step's left-hand side, keeping character positions.
+
+    Operands are not statements of the answer, and tag numbers (``step_1``) are not numbers.
+    """
+
+    def blank(match: re.Match) -> str:
+        return " " * len(match.group(0))
+
+    text = re.sub(r"</?step_\d+>|</?answer>", blank, context)
+    return re.sub(r"[^\n=]*(?==)", blank, text)  # everything left of "=" on a line
+
+
 def answer_leak(context: str, answer: str) -> bool:
     """Whether ``context`` mentions ``answer`` before any step or sentence derives it.
 
-    A derivation is ``= N`` or ``gives/leaves/makes/equals/results in N``. A heuristic: an operand
-    that happens to equal the answer before its derivation also counts as a leak.
+    A derivation is ``= N`` or ``gives/leaves/makes/equals/results in N``. Operands written on a
+    step's left-hand side and tag numbers do not count as mentions. A heuristic: in prose, an operand
+    that happens to equal the answer before its derivation still counts as a leak.
     """
     number = re.escape(answer.strip())
     if not number:
         return False
-    mentions = [m.start() for m in re.finditer(rf"(?<![\d.]){number}(?![\d]|\.\d)", context)]
+    text = _mask_operands(context) if "<step_" in context else context
+    mentions = [m.start() for m in re.finditer(rf"(?<![\d.]){number}(?![\d]|\.\d)", text)]
     if not mentions:
         return False
-    derivation = re.search(rf"{_DERIVES}{number}(?![\d]|\.\d)", context)
+    derivation = re.search(rf"{_DERIVES}{number}(?![\d]|\.\d)", text)
     return derivation is None or mentions[0] < derivation.end() - len(answer.strip())

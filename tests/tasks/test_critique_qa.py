@@ -22,3 +22,10 @@ def test_answer_leak():
     assert not answer_leak("Adding 4 gives 27 tickets. So the final answer is 27.", "27")
     assert not answer_leak("<step_1> 18 + 1 = 19 </step_1>", "8")  # 18 is not 8
     assert not answer_leak("no numbers here", "8")
+
+
+def test_answer_leak_ignores_tag_numbers_and_operands():
+    rewrite = "<step_1> 25 / 5 = 5 </step_1>\n<step_2> 5 - 2 = 3 </step_2>\n<step_3> 3 - 2 = 1 </step_3>\n<answer> 1 </answer>"
+    assert not answer_leak(rewrite, "1")  # 'step_1' and the operand 2 are not statements of 1
+    assert not answer_leak("<step_1> 3 + 3 = 6 </step_1>\n<step_2> 6 - 3 = 3 </step_2>\n<answer> 3 </answer>", "3")
+    assert answer_leak("The answer is 1.\n" + rewrite, "1")
