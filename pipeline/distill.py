@@ -10,7 +10,6 @@ so each token's loss is weighted by the truncated importance ratio current / gen
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +20,13 @@ from pipeline.artifacts import TRACES_SCHEMA, TRAIN_LOG_SCHEMA, read_artifact, w
 from pipeline.config import DistillConfig
 from pipeline.losses import clipped_importance_weight, divergence, supported_logprobs
 from pipeline.training import (
-    batches,
+    StepStats,
     completion_logits,
     config_record,
     load_student,
-    make_optimizer,
+    mean_tokens_per_s,
     save_student,
-    steps_per_run,
+    train_loop,
 )
 
 log = logging.getLogger(__name__)
@@ -69,76 +68,30 @@ def training_rows(teacher: pl.DataFrame, traces: pl.DataFrame) -> pl.DataFrame:
 
 def train_distill(model: Any, rows: pl.DataFrame, cfg: DistillConfig) -> pl.DataFrame:
     """Run the optimizer over ``rows``; return the training log (one row per step)."""
-    torch.manual_seed(cfg.optim.seed)
-    total = steps_per_run(rows.height, cfg.optim)
-    optimizer, scheduler = make_optimizer(model, cfg.optim, total)
     device = next(model.parameters()).device
-    records = []
-    for step, (epoch, micro_batches) in enumerate(batches(rows.height, cfg.optim)):
-        start = time.perf_counter()
-        batch_tokens = sum(len(rows["completion_token_ids"][i]) for mb in micro_batches for i in mb)
-        sums = {"loss": 0.0, "kl": 0.0, "mass": 0.0, "ratio": 0.0, "clipped": 0.0}
-        ratio_max = 0.0
-        for indices in micro_batches:
-            chunk = rows[indices]
-            logits = completion_logits(
-                model, chunk["prompt_token_ids"].to_list(), chunk["completion_token_ids"].to_list()
+
+    def micro_step(chunk: pl.DataFrame, batch_tokens: int, step: int, stats: StepStats) -> torch.Tensor:
+        logits = completion_logits(model, chunk["prompt_token_ids"].to_list(), chunk["completion_token_ids"].to_list())
+        loss = torch.zeros((), device=device)
+        stats.teacher_mass = stats.teacher_mass or 0.0
+        for i, row in enumerate(chunk.iter_rows(named=True)):
+            per_token, diag = distill_loss(
+                logits[i],
+                torch.tensor(row["topk_ids"], device=device),
+                torch.tensor(row["topk_logprobs"], device=device, dtype=torch.float32),
+                torch.tensor(row["tail_logmass"], device=device),
+                torch.tensor(row["completion_logprobs"], device=device),
+                torch.tensor(row["completion_token_ids"], device=device),
+                cfg,
+                importance=step > 0,
             )
-            loss = torch.zeros((), device=device)
-            for i, row in enumerate(chunk.iter_rows(named=True)):
-                per_token, stats = distill_loss(
-                    logits[i],
-                    torch.tensor(row["topk_ids"], device=device),
-                    torch.tensor(row["topk_logprobs"], device=device, dtype=torch.float32),
-                    torch.tensor(row["tail_logmass"], device=device),
-                    torch.tensor(row["completion_logprobs"], device=device),
-                    torch.tensor(row["completion_token_ids"], device=device),
-                    cfg,
-                    importance=step > 0,
-                )
-                loss = loss + per_token.sum() / batch_tokens  # token mean over the whole batch
-                sums["kl"] += stats["kl"].sum().item()
-                sums["mass"] += stats["teacher_mass"].sum().item()
-                sums["ratio"] += stats["ratio"].sum().item()
-                sums["clipped"] += (stats["ratio"] > cfg.is_clip).sum().item()
-                ratio_max = max(ratio_max, stats["ratio"].max().item())
-            loss.backward()
-            sums["loss"] += loss.item()
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            [p for p in model.parameters() if p.requires_grad], cfg.optim.max_grad_norm
-        )
-        lr = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        seconds = time.perf_counter() - start
-        records.append(
-            {
-                "step": step,
-                "epoch": epoch,
-                "loss": sums["loss"],
-                "kl": sums["kl"] / batch_tokens,
-                "grad_norm": float(grad_norm),
-                "lr": lr,
-                "teacher_topk_mass": sums["mass"] / batch_tokens,
-                "is_ratio_mean": sums["ratio"] / batch_tokens,
-                "is_ratio_max": ratio_max,
-                "is_clipped_frac": sums["clipped"] / batch_tokens,
-                "mean_reward": None,
-                "tokens": batch_tokens,
-                "tokens_per_s": batch_tokens / seconds,
-            }
-        )
-        log.info(
-            "step %d/%d loss %.4f kl %.4f grad %.3f %.0f tok/s",
-            step + 1,
-            total,
-            sums["loss"],
-            records[-1]["kl"],
-            float(grad_norm),
-            batch_tokens / seconds,
-        )
-    return pl.DataFrame(records, schema=TRAIN_LOG_SCHEMA)
+            loss = loss + per_token.sum() / batch_tokens
+            stats.kl += diag["kl"].sum().item()
+            stats.teacher_mass += diag["teacher_mass"].sum().item()
+            stats.add_ratio(diag["ratio"], diag["ratio"] > cfg.is_clip)
+        return loss
+
+    return train_loop(model, rows, cfg.optim, micro_step)
 
 
 def distill_student(
@@ -157,7 +110,7 @@ def distill_student(
         "traces": rows.height,
         "first_kl": float(train_log["kl"][0]),
         "last_kl": float(train_log["kl"][-1]),
-        "tokens_per_s": float(train_log["tokens"].sum() / (train_log["tokens"] / train_log["tokens_per_s"]).sum()),
+        "tokens_per_s": mean_tokens_per_s(train_log),
     }
     save_student(
         model, tokenizer, out_model, base_dir=base_dir, details={"stage": STAGE, "from": str(student), **stats}

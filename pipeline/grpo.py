@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +21,13 @@ from pipeline.artifacts import CRITIQUES_SCHEMA, TRACES_SCHEMA, TRAIN_LOG_SCHEMA
 from pipeline.config import GrpoConfig
 from pipeline.losses import clipped_policy_loss, group_advantages, k3_kl
 from pipeline.training import (
-    batches,
+    StepStats,
     completion_logits,
     config_record,
     load_student,
-    make_optimizer,
+    mean_tokens_per_s,
     save_student,
-    steps_per_run,
+    train_loop,
 )
 
 log = logging.getLogger(__name__)
@@ -62,79 +61,33 @@ def _adapter_off(model: Any):
 
 def train_policy(model: Any, rows: pl.DataFrame, cfg: GrpoConfig, reference: Any | None = None) -> pl.DataFrame:
     """Optimise the clipped GRPO objective over ``rows``; return the training log."""
-    torch.manual_seed(cfg.optim.seed)
-    total = steps_per_run(rows.height, cfg.optim)
-    optimizer, scheduler = make_optimizer(model, cfg.optim, total)
     device = next(model.parameters()).device
-    records = []
-    for step, (epoch, micro_batches) in enumerate(batches(rows.height, cfg.optim)):
-        start = time.perf_counter()
-        indices = [i for mb in micro_batches for i in mb]
-        batch_tokens = int(rows[indices]["completion_token_ids"].list.len().sum())
-        sums = {"loss": 0.0, "kl": 0.0, "ratio": 0.0, "clipped": 0.0}
-        ratio_max = 0.0
-        for mb in micro_batches:
-            chunk = rows[mb]
-            prompts, completions = chunk["prompt_token_ids"].to_list(), chunk["completion_token_ids"].to_list()
-            logits = completion_logits(model, prompts, completions)
-            ref_logits = None
-            if cfg.kl_coef > 0:
-                with torch.no_grad(), reference_context(model, reference) as ref:
-                    ref_logits = completion_logits(ref, prompts, completions)
-            loss = torch.zeros((), device=device)
-            for i, row in enumerate(chunk.iter_rows(named=True)):
-                ids = torch.tensor(row["completion_token_ids"], device=device)[:, None]
-                current = logits[i].log_softmax(-1).gather(-1, ids).squeeze(-1)
-                old = torch.tensor(row["completion_logprobs"], device=device)
-                per_token = clipped_policy_loss(
-                    current, old, torch.tensor(row["advantage"], device=device), epsilon=cfg.epsilon
-                )
-                if ref_logits is not None:
-                    ref = ref_logits[i].log_softmax(-1).gather(-1, ids).squeeze(-1)
-                    kl = k3_kl(current, ref)
-                    per_token = per_token + cfg.kl_coef * kl
-                    sums["kl"] += kl.detach().sum().item()
-                loss = loss + per_token.sum() / batch_tokens
-                ratio = torch.exp(current.detach() - old)
-                sums["ratio"] += ratio.sum().item()
-                sums["clipped"] += ((ratio - 1).abs() > cfg.epsilon).sum().item()
-                ratio_max = max(ratio_max, ratio.max().item())
-            loss.backward()
-            sums["loss"] += loss.item()
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            [p for p in model.parameters() if p.requires_grad], cfg.optim.max_grad_norm
-        )
-        lr = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        seconds = time.perf_counter() - start
-        records.append(
-            {
-                "step": step,
-                "epoch": epoch,
-                "loss": sums["loss"],
-                "kl": sums["kl"] / batch_tokens,
-                "grad_norm": float(grad_norm),
-                "lr": lr,
-                "teacher_topk_mass": None,
-                "is_ratio_mean": sums["ratio"] / batch_tokens,
-                "is_ratio_max": ratio_max,
-                "is_clipped_frac": sums["clipped"] / batch_tokens,
-                "mean_reward": float(rows[indices]["reward"].mean()),
-                "tokens": batch_tokens,
-                "tokens_per_s": batch_tokens / seconds,
-            }
-        )
-        log.info(
-            "step %d/%d loss %.4f reward %.3f %.0f tok/s",
-            step + 1,
-            total,
-            sums["loss"],
-            records[-1]["mean_reward"],
-            batch_tokens / seconds,
-        )
-    return pl.DataFrame(records, schema=TRAIN_LOG_SCHEMA)
+
+    def micro_step(chunk: pl.DataFrame, batch_tokens: int, step: int, stats: StepStats) -> torch.Tensor:
+        prompts, completions = chunk["prompt_token_ids"].to_list(), chunk["completion_token_ids"].to_list()
+        logits = completion_logits(model, prompts, completions)
+        ref_logits = None
+        if cfg.kl_coef > 0:
+            with torch.no_grad(), reference_context(model, reference) as ref:
+                ref_logits = completion_logits(ref, prompts, completions)
+        loss = torch.zeros((), device=device)
+        for i, row in enumerate(chunk.iter_rows(named=True)):
+            ids = torch.tensor(row["completion_token_ids"], device=device)[:, None]
+            current = logits[i].log_softmax(-1).gather(-1, ids).squeeze(-1)
+            old = torch.tensor(row["completion_logprobs"], device=device)
+            advantage = torch.tensor(row["advantage"], device=device)
+            per_token = clipped_policy_loss(current, old, advantage, epsilon=cfg.epsilon)
+            if ref_logits is not None:
+                kl = k3_kl(current, ref_logits[i].log_softmax(-1).gather(-1, ids).squeeze(-1))
+                per_token = per_token + cfg.kl_coef * kl
+                stats.kl += kl.detach().sum().item()
+            loss = loss + per_token.sum() / batch_tokens
+            ratio = torch.exp(current.detach() - old)
+            stats.add_ratio(ratio, (ratio - 1).abs() > cfg.epsilon)
+        stats.rewards += chunk["reward"].to_list()
+        return loss
+
+    return train_loop(model, rows, cfg.optim, micro_step)
 
 
 def train_grpo(
@@ -158,7 +111,7 @@ def train_grpo(
         "traces": rows.height,
         "groups_with_signal": int(rows.group_by("problem_id").agg(pl.col("reward").n_unique() > 1)["reward"].sum()),
         "mean_reward": float(rows["reward"].mean() or 0.0),
-        "tokens_per_s": float(train_log["tokens"].sum() / (train_log["tokens"] / train_log["tokens_per_s"]).sum()),
+        "tokens_per_s": mean_tokens_per_s(train_log),
     }
     save_student(
         model, tokenizer, out_model, base_dir=base_dir, details={"stage": STAGE, "from": str(student), **stats}

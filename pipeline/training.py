@@ -11,13 +11,16 @@ import json
 import logging
 import math
 import random
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import torch
 
+from pipeline.artifacts import TRAIN_LOG_SCHEMA
 from pipeline.config import LoraSettings, OptimConfig
 from pipeline.engines.checkpoint import resolve_checkpoint
 from pipeline.models import PROVENANCE_FILE, weights_hash
@@ -125,3 +128,80 @@ def completion_logits(
 
 def config_record(cfg: Any) -> dict[str, Any]:
     return json.loads(json.dumps(asdict(cfg), default=str))
+
+
+class StepStats:
+    """Token-summed diagnostics of one optimizer step, filled by a stage's micro-batch function."""
+
+    def __init__(self) -> None:
+        self.loss = 0.0
+        self.kl = 0.0
+        self.teacher_mass: float | None = None
+        self.ratio = 0.0
+        self.ratio_max = 0.0
+        self.clipped = 0.0
+        self.rewards: list[float] = []  # GRPO: the batch's sequence rewards
+
+    def add_ratio(self, ratio: torch.Tensor, clipped: torch.Tensor) -> None:
+        self.ratio += ratio.sum().item()
+        self.ratio_max = max(self.ratio_max, ratio.max().item())
+        self.clipped += clipped.sum().item()
+
+
+MicroStep = Callable[[pl.DataFrame, int, int, StepStats], torch.Tensor]
+
+
+def train_loop(model: Any, rows: pl.DataFrame, cfg: OptimConfig, micro_step: MicroStep) -> pl.DataFrame:
+    """Optimise over ``rows`` and return the training log (one row per optimizer step).
+
+    ``micro_step(chunk, batch_tokens, step, stats)`` returns the chunk's share of the batch loss
+    (its token sum divided by ``batch_tokens``, so accumulation gives the token mean over the whole
+    batch) and adds its diagnostics to ``stats``.
+    """
+    torch.manual_seed(cfg.seed)
+    total = steps_per_run(rows.height, cfg)
+    optimizer, scheduler = make_optimizer(model, cfg, total)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    lengths = rows["completion_token_ids"].list.len().to_list()
+    records = []
+    for step, (epoch, micro_batches) in enumerate(batches(rows.height, cfg)):
+        start = time.perf_counter()
+        batch_tokens = sum(lengths[i] for mb in micro_batches for i in mb)
+        stats = StepStats()
+        for indices in micro_batches:
+            loss = micro_step(rows[indices], batch_tokens, step, stats)
+            loss.backward()
+            stats.loss += loss.item()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm))
+        lr = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        seconds = time.perf_counter() - start
+        records.append(
+            {
+                "step": step,
+                "epoch": epoch,
+                "loss": stats.loss,
+                "kl": stats.kl / batch_tokens,
+                "grad_norm": grad_norm,
+                "lr": lr,
+                "teacher_topk_mass": None if stats.teacher_mass is None else stats.teacher_mass / batch_tokens,
+                "is_ratio_mean": stats.ratio / batch_tokens,
+                "is_ratio_max": stats.ratio_max,
+                "is_clipped_frac": stats.clipped / batch_tokens,
+                "mean_reward": sum(stats.rewards) / len(stats.rewards) if stats.rewards else None,
+                "tokens": batch_tokens,
+                "tokens_per_s": batch_tokens / seconds,
+            }
+        )
+        log.info(
+            "step %d/%d loss %.4f kl %.4f grad %.3f %.0f tok/s",
+            step + 1, total, stats.loss, records[-1]["kl"], grad_norm, batch_tokens / seconds,
+        )  # fmt: skip
+    return pl.DataFrame(records, schema=TRAIN_LOG_SCHEMA)
+
+
+def mean_tokens_per_s(train_log: pl.DataFrame) -> float:
+    """Tokens over total step time, across a training log."""
+    return float(train_log["tokens"].sum() / (train_log["tokens"] / train_log["tokens_per_s"]).sum())

@@ -94,9 +94,10 @@ class HFEngine:
                 input_ids=ids,
                 attention_mask=mask,
                 do_sample=sampling.temperature > 0,
+                # sampling: exactly temperature + top-p (top_k=0 turns off transformers' default top-50)
                 temperature=sampling.temperature if sampling.temperature > 0 else None,
-                top_p=sampling.top_p,
-                top_k=0,
+                top_p=sampling.top_p if sampling.temperature > 0 else None,
+                top_k=0 if sampling.temperature > 0 else None,
                 max_new_tokens=sampling.max_tokens,
                 num_return_sequences=sampling.n,
                 output_logits=True,
