@@ -41,7 +41,11 @@ def sequence_logprob(model, prompt, completion):
 
 def test_training_raises_the_rewarded_completion_and_lowers_the_other(tiny_model_dir):
     traces, critiques = group_data(tiny_model_dir)
-    cfg = GrpoConfig(lora=LoraSettings(r=8, alpha=16), kl_coef=0.1, optim=OptimConfig(lr=5e-3, batch_size=4, micro_batch_size=2, epochs=6))
+    cfg = GrpoConfig(
+        lora=LoraSettings(r=8, alpha=16),
+        kl_coef=0.1,
+        optim=OptimConfig(lr=5e-3, batch_size=4, micro_batch_size=2, epochs=6),
+    )
     model, _, _ = load_student(tiny_model_dir, cfg.lora)
     before = [sequence_logprob(model, [5, 6, 7], c) for c in ([20, 21, 22], [30, 31, 32])]
     log = train_policy(model, grpo_rows(traces, critiques, cfg), cfg)

