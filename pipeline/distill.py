@@ -23,6 +23,7 @@ from pipeline.training import (
     StepStats,
     completion_logits,
     config_record,
+    dist_rank_world,
     load_student,
     mean_tokens_per_s,
     save_student,
@@ -112,6 +113,8 @@ def distill_student(
         "last_kl": float(train_log["kl"][-1]),
         "tokens_per_s": mean_tokens_per_s(train_log),
     }
+    if dist_rank_world()[0] > 0:
+        return stats  # under torchrun, rank 0 writes the outputs
     save_student(
         model, tokenizer, out_model, base_dir=base_dir, details={"stage": STAGE, "from": str(student), **stats}
     )

@@ -24,6 +24,7 @@ from pipeline.training import (
     StepStats,
     completion_logits,
     config_record,
+    dist_rank_world,
     load_student,
     mean_tokens_per_s,
     save_student,
@@ -113,6 +114,8 @@ def train_grpo(
         "mean_reward": float(rows["reward"].mean() or 0.0),
         "tokens_per_s": mean_tokens_per_s(train_log),
     }
+    if dist_rank_world()[0] > 0:
+        return stats  # under torchrun, rank 0 writes the outputs
     save_student(
         model, tokenizer, out_model, base_dir=base_dir, details={"stage": STAGE, "from": str(student), **stats}
     )

@@ -164,14 +164,17 @@ def train_loop(model: Any, rows: pl.DataFrame, cfg: OptimConfig, micro_step: Mic
     trainable = [p for p in model.parameters() if p.requires_grad]
     lengths = rows["completion_token_ids"].list.len().to_list()
     records = []
+    rank, world = dist_rank_world()
     for step, (epoch, micro_batches) in enumerate(batches(rows.height, cfg)):
         start = time.perf_counter()
         batch_tokens = sum(lengths[i] for mb in micro_batches for i in mb)
         stats = StepStats()
-        for indices in micro_batches:
+        for indices in micro_batches[rank::world]:  # each process takes its share of the batch
             loss = micro_step(rows[indices], batch_tokens, step, stats)
             loss.backward()
             stats.loss += loss.item()
+        if world > 1:
+            all_reduce_step(trainable, stats)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm))
         lr = scheduler.get_last_lr()[0]
         optimizer.step()
@@ -200,6 +203,41 @@ def train_loop(model: Any, rows: pl.DataFrame, cfg: OptimConfig, micro_step: Mic
             step + 1, total, stats.loss, records[-1]["kl"], grad_norm, batch_tokens / seconds,
         )  # fmt: skip
     return pl.DataFrame(records, schema=TRAIN_LOG_SCHEMA)
+
+
+def dist_rank_world() -> tuple[int, int]:
+    """(rank, world size): (0, 1) unless torch.distributed is initialised (torchrun)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def all_reduce_step(trainable: Sequence[torch.nn.Parameter], stats: StepStats) -> None:
+    """Sum gradients and diagnostics over processes, so the update equals one process's on the batch.
+
+    Each process's loss is already its token sum over the *whole* batch's token count, so the sum
+    of gradients (not DDP's mean) is the single-process gradient.
+    """
+    import torch.distributed as dist
+
+    for p in trainable:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+    sums = torch.tensor(
+        [stats.loss, stats.kl, stats.teacher_mass or 0.0, stats.ratio, stats.clipped], dtype=torch.float64
+    )
+    dist.all_reduce(sums, op=dist.ReduceOp.SUM)
+    stats.loss, stats.kl, mass, stats.ratio, stats.clipped = sums.tolist()
+    stats.teacher_mass = None if stats.teacher_mass is None else mass
+    top = torch.tensor([stats.ratio_max], dtype=torch.float64)
+    dist.all_reduce(top, op=dist.ReduceOp.MAX)
+    stats.ratio_max = top.item()
+    gathered: list[list[float]] = [[] for _ in range(dist.get_world_size())]
+    dist.all_gather_object(gathered, stats.rewards)
+    stats.rewards = [r for part in gathered for r in part]
 
 
 def mean_tokens_per_s(train_log: pl.DataFrame) -> float:

@@ -1,23 +1,28 @@
-"""Adapter: rule train_grpo -> pipeline.grpo.train_grpo."""
+"""Adapter: rule train_grpo -> pipeline.grpo.train_grpo (under torchrun if gpu > 1)."""
 
 from pathlib import Path
 
 from pipeline.config import GrpoConfig, from_params
 from pipeline.grpo import train_grpo
+from pipeline.launch import run_distributed
 from pipeline.logs import setup_logging
 
 
 def main(snakemake) -> None:
     setup_logging(snakemake.log[0])
-    train_grpo(
-        traces=Path(snakemake.input.traces),
-        critiques=Path(snakemake.input.critiques),
-        student=Path(snakemake.input.student),
-        initial=Path(snakemake.input.initial),
-        out_model=Path(snakemake.output.model),
-        out_log=Path(snakemake.output.train_log),
-        cfg=from_params(GrpoConfig, snakemake.params.cfg, where="grpo"),
-    )
+    paths = {
+        "traces": Path(snakemake.input.traces),
+        "critiques": Path(snakemake.input.critiques),
+        "student": Path(snakemake.input.student),
+        "initial": Path(snakemake.input.initial),
+        "out_model": Path(snakemake.output.model),
+        "out_log": Path(snakemake.output.train_log),
+    }
+    devices = int(snakemake.resources.get("gpu", 0))
+    if devices > 1:
+        run_distributed("train_grpo", nproc=devices, params=snakemake.params.cfg, paths=paths)
+    else:
+        train_grpo(**paths, cfg=from_params(GrpoConfig, snakemake.params.cfg, where="grpo"))
 
 
 if __name__ == "__main__":
