@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -11,10 +12,15 @@ FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 def setup_logging(log_path: str | Path | None = None, *, level: int = logging.INFO) -> None:
     """Send ``pipeline.*`` logs to ``log_path`` (if given) and stderr; idempotent per process."""
+    # vLLM would otherwise install its own logging config, and logging.config.dictConfig closes
+    # every existing handler: the job's log file would silently stop. Its records then reach ours.
+    os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_path is not None:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(log_path, mode="w"))
+        Path(log_path).write_text("")  # one log per job run
+        # mode "a": a handler closed by someone else's dictConfig reopens instead of dropping records
+        handlers.append(logging.FileHandler(log_path, mode="a"))
     logging.basicConfig(level=level, format=FORMAT, handlers=handlers, force=True)
 
 
@@ -24,8 +30,6 @@ def exit_cleanly() -> None:
     vLLM's engine processes can abort a normal interpreter exit (exit code 134) after all outputs
     are written, which would fail the rule. Call this only after the outputs are complete.
     """
-    import os
-
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
