@@ -80,13 +80,6 @@ def canonical(section: Any) -> Any:
     return section
 
 
-def load_config(path: Path) -> dict[str, Any]:
-    """Read a YAML config and validate it."""
-    config = yaml.safe_load(Path(path).read_text()) or {}
-    validate_config(config)
-    return config
-
-
 def _convert(tp: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
