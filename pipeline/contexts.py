@@ -35,7 +35,6 @@ from pipeline.tasks.solver_format import render_chat_prompt
 
 log = logging.getLogger(__name__)
 STAGE = "build_teacher_contexts"
-STAGE_VERSION = 1
 CONTEXT_KINDS = ("reference", "critique", "critique_full_quote", "critique_labels_only")
 _SOLUTION_CUE = "\nSolution:"
 

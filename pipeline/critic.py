@@ -34,7 +34,6 @@ from pipeline.tasks.solver_format import StepSpan, parse_response, render_chat_p
 
 log = logging.getLogger(__name__)
 STAGE = "query_critic"
-STAGE_VERSION = 2
 ORACLE_VERSION = "oracle-v1"
 
 _OPS = {"+": "+", "-": "-", "*": "*", "x": "*", "×": "*", "/": "/", "÷": "/"}

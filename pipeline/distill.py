@@ -32,7 +32,6 @@ from pipeline.training import (
 
 log = logging.getLogger(__name__)
 STAGE = "distill_student"
-STAGE_VERSION = 1
 
 
 def distill_loss(

@@ -33,7 +33,6 @@ from pipeline.training import (
 
 log = logging.getLogger(__name__)
 STAGE = "train_grpo"
-STAGE_VERSION = 1
 
 
 def grpo_rows(traces: pl.DataFrame, critiques: pl.DataFrame, cfg: GrpoConfig) -> pl.DataFrame:

@@ -33,8 +33,6 @@ from pipeline.tiny_model import build_tiny_model
 
 log = logging.getLogger(__name__)
 
-# Bump when the folder this stage writes changes for the same spec: reruns prepare_model.
-STAGE_VERSION = 2
 PROVENANCE_FILE = "pipeline_model.json"
 
 

@@ -23,8 +23,6 @@ from pipeline.tasks.verify import is_parsable_answer
 
 log = logging.getLogger(__name__)
 STAGE = "prepare_problems"
-# Bump when the files this stage writes change for the same config: reruns prepare_problems.
-STAGE_VERSION = 1
 _BOXED_RE = re.compile(r"\\boxed\{((?:[^{}]|\{[^{}]*\})*)\}")
 
 

@@ -27,7 +27,6 @@ from pipeline.models import read_provenance
 
 log = logging.getLogger(__name__)
 STAGE = "precompute_teacher_logprobs"
-STAGE_VERSION = 1
 
 
 def teacher_logprobs_schema(k: int, dtype: str = "float32") -> pl.Schema:

@@ -25,7 +25,6 @@ from pipeline.tasks.verify import verify_answer
 
 log = logging.getLogger(__name__)
 STAGE = "generate_traces"
-STAGE_VERSION = 2
 
 
 def schedule(problem_ids: Sequence[str], *, round_index: int, per_round: int, seed: int) -> list[str]:

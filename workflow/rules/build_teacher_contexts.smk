@@ -11,7 +11,7 @@ rule build_teacher_contexts:
         "results/contexts/{condition}/round_{round}.parquet",
     params:
         cfg=section("contexts"),
-        version=pipeline.contexts.STAGE_VERSION,
+        version=STAGE_VERSIONS["build_teacher_contexts"],
     log:
         "logs/build_teacher_contexts/{condition}/round_{round}.log",
     conda:

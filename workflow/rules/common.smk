@@ -1,15 +1,8 @@
 # Config validation, wildcard constraints and input functions. No logic beyond path lookup.
-# Each rule's params carry its stage's config section plus the module's STAGE_VERSION: package
-# code is not tracked by Snakemake, so a stage whose output changes bumps that constant.
-import pipeline.contexts
-import pipeline.critic
-import pipeline.distill
-import pipeline.grpo
-import pipeline.models
-import pipeline.problems
-import pipeline.teacher
-import pipeline.traces
+# Each rule's params carry its stage's config section plus its STAGE_VERSIONS entry: package
+# code is not tracked by Snakemake, so a stage whose output changes bumps that number.
 from pipeline.config import canonical, validate_config
+from pipeline.versions import STAGE_VERSIONS
 
 validate_config(config)
 
@@ -18,7 +11,7 @@ SD_CONDITIONS = [c for c in EXPERIMENT["conditions"] if c != "grpo"]
 if EXPERIMENT["ablations"]:
     SD_CONDITIONS += ["critique_full_quote", "critique_labels_only"]
 # Arms with a self-teacher; each names its context kind.
-SD_CONDITION_PATTERN = "|".join(pipeline.contexts.CONTEXT_KINDS)
+SD_CONDITION_PATTERN = "reference|critique|critique_full_quote|critique_labels_only"
 ROUNDS = EXPERIMENT["rounds"]
 # Traces are sampled for rounds 0..R-1; each trains round r+1's student, up to round R.
 TRACE_ROUNDS = list(range(ROUNDS))

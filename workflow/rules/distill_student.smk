@@ -11,7 +11,7 @@ rule distill_student:
         train_log="results/train_logs/{condition}/round_{round}.parquet",
     params:
         cfg=section("distill"),
-        version=pipeline.distill.STAGE_VERSION,
+        version=STAGE_VERSIONS["distill_student"],
     threads: workflow.cores  # a model stage uses every core it is given; one runs at a time
     log:
         "logs/distill_student/{condition}/round_{round}.log",

@@ -8,7 +8,7 @@ rule generate_traces:
         "results/traces/{condition}/round_{round}.parquet",
     params:
         cfg=section("traces"),
-        version=pipeline.traces.STAGE_VERSION,
+        version=STAGE_VERSIONS["generate_traces"],
     threads: workflow.cores  # a model stage uses every core it is given; one runs at a time
     log:
         "logs/generate_traces/{condition}/round_{round}.log",

@@ -9,7 +9,7 @@ rule precompute_teacher_logprobs:
         "results/teacher_logprobs/{condition}/round_{round}.parquet",
     params:
         cfg=section("teacher"),
-        version=pipeline.teacher.STAGE_VERSION,
+        version=STAGE_VERSIONS["precompute_teacher_logprobs"],
     threads: workflow.cores  # a model stage uses every core it is given; one runs at a time
     log:
         "logs/precompute_teacher_logprobs/{condition}/round_{round}.log",

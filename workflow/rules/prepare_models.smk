@@ -10,7 +10,7 @@ rule prepare_model:
         directory("resources/models/{model}"),
     params:
         spec=model_spec,
-        version=pipeline.models.STAGE_VERSION,
+        version=STAGE_VERSIONS["prepare_model"],
     threads: workflow.cores  # a model stage uses every core it is given; one runs at a time
     log:
         "logs/prepare_model/{model}.log",

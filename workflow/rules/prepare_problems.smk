@@ -5,7 +5,7 @@ rule prepare_problems:
         rejects="results/problems/rejects.parquet",
     params:
         cfg=section("problems"),
-        version=pipeline.problems.STAGE_VERSION,
+        version=STAGE_VERSIONS["prepare_problems"],
     log:
         "logs/prepare_problems/prepare_problems.log",
     benchmark:

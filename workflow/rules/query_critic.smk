@@ -7,7 +7,7 @@ rule query_critic:
         "results/critiques/{condition}/round_{round}.parquet",
     params:
         cfg=section("critic"),
-        version=pipeline.critic.STAGE_VERSION,
+        version=STAGE_VERSIONS["query_critic"],
     threads: workflow.cores  # a model stage uses every core it is given; one runs at a time
     log:
         "logs/query_critic/{condition}/round_{round}.log",

@@ -10,7 +10,7 @@ rule train_grpo:
         train_log="results/train_logs/grpo/round_{round}.parquet",
     params:
         cfg=section("grpo"),
-        version=pipeline.grpo.STAGE_VERSION,
+        version=STAGE_VERSIONS["train_grpo"],
     threads: workflow.cores  # a model stage uses every core it is given; one runs at a time
     log:
         "logs/train_grpo/round_{round}.log",

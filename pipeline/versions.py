@@ -1,0 +1,18 @@
+"""Output versions of the stages, passed to each rule's params.
+
+Snakemake reruns a job when its params change, but it does not track the code of this package.
+Bump a stage's number when its code changes what it writes for the same config; that stage and
+what depends on it rerun. Kept apart from the stage modules so that parsing the Snakefile imports
+no torch.
+"""
+
+STAGE_VERSIONS = {
+    "prepare_model": 2,
+    "prepare_problems": 1,
+    "generate_traces": 2,
+    "query_critic": 2,
+    "build_teacher_contexts": 1,
+    "precompute_teacher_logprobs": 1,
+    "distill_student": 1,
+    "train_grpo": 1,
+}
