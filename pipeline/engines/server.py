@@ -36,15 +36,19 @@ class ServerError(RuntimeError):
     """The server could not be reached or answered with an error."""
 
 
-def _post(url: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
-    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+def _post(url: str, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
+    request = urllib.request.Request(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return json.loads(response.read())
+            raw = response.read()
     except urllib.error.HTTPError as exc:
         raise ServerError(f"{url}: HTTP {exc.code}: {exc.read().decode(errors='replace')[:500]}") from exc
     except urllib.error.URLError as exc:
         raise ServerError(f"{url}: cannot reach the server ({exc.reason}); is it running?") from exc
+    try:
+        return json.loads(raw)
+    except ValueError:  # e.g. /v1/load_lora_adapter answers in plain text
+        return {"text": raw.decode(errors="replace")}
 
 
 class ServerEngine:
@@ -176,7 +180,12 @@ def launched_server(
     import torch
 
     cmd = server_command(
-        model_dir, port=port, max_model_len=max_model_len, max_logprobs=max_logprobs, lora_rank=lora_rank
+        model_dir,
+        port=port,
+        max_model_len=max_model_len,
+        max_logprobs=max_logprobs,
+        lora_rank=lora_rank,
+        enforce_eager=enforce_eager,
     )
     if not torch.cuda.is_available():
         configure_cpu_env(kv_cache_gib=2)
