@@ -1,5 +1,6 @@
 """Two gloo processes make the same update as one process on the same data."""
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 
@@ -24,6 +25,7 @@ def _worker(rank: int, world: int, model_dir: str, rows_path: str, init_file: st
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_process_update_equals_one_process(tiny_model_dir, tmp_path):
     rows = stored_teacher(tiny_model_dir, n=4)
     rows_path = tmp_path / "rows.parquet"

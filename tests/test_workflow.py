@@ -51,6 +51,7 @@ def smoke_run(tmp_path_factory) -> Path:
     return workdir
 
 
+@pytest.mark.slow
 def test_smoke_dag_builds_models_and_problems(smoke_run):
     assert (smoke_run / "resources/models/tiny-qwen2/model.safetensors").is_file()
     for split in ("train", "eval"):
@@ -61,6 +62,7 @@ def test_smoke_dag_builds_models_and_problems(smoke_run):
     assert "Nothing to be done" in snakemake(smoke_run, "--configfile", str(SMOKE_CONFIG), "-n").stdout
 
 
+@pytest.mark.slow
 def test_smoke_dag_writes_every_round_0_artifact_with_its_schema(smoke_run):
     results = smoke_run / "results"
     for condition in ("shared", "grpo"):
@@ -78,6 +80,7 @@ def test_smoke_dag_writes_every_round_0_artifact_with_its_schema(smoke_run):
             assert (teacher[column].list.len() == n).all(), column
 
 
+@pytest.mark.slow
 def test_editing_one_section_reruns_only_that_stage(smoke_run, tmp_path):
     config = yaml.safe_load(SMOKE_CONFIG.read_text())
     config["problems"]["seed"] += 1
@@ -97,6 +100,7 @@ def test_quickstart_commands_in_readme_match_ci():
     assert shutil.which("bash")
 
 
+@pytest.mark.slow
 def test_smoke_dag_trains_two_rounds_of_every_arm(smoke_run):
     results = smoke_run / "results"
     for condition in ("grpo", "reference", "critique"):
@@ -122,6 +126,7 @@ def planned_jobs(plan: str) -> set[tuple[str, str]]:
     return jobs
 
 
+@pytest.mark.slow
 def test_editing_distill_reruns_training_but_not_traces_or_teacher(smoke_run, tmp_path):
     config = yaml.safe_load(SMOKE_CONFIG.read_text())
     config["distill"]["optim"]["lr"] = 2e-3
