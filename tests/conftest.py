@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -35,3 +37,22 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def qwen_model_dir() -> Path:
     """The default solver, prepared into resources/models like the DAG does (minutes, once)."""
     return _model_dir(DEFAULT_CONFIG, ROOT / "resources" / "models")
+
+
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", "2", *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    if check:
+        assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+    return out
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The whole smoke DAG (two rounds of every arm) run once in a scratch directory."""
+    workdir = tmp_path_factory.mktemp("smoke")
+    snakemake(workdir, "--configfile", str(SMOKE_CONFIG))
+    return workdir

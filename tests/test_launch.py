@@ -50,3 +50,35 @@ def test_two_process_update_equals_one_process(tiny_model_dir, tmp_path):
     assert moved > 1e-4  # training changed the weights at all
     for name, value in single.items():
         torch.testing.assert_close(distributed["params"][name], value, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_torchrun_launch_reproduces_the_one_process_student(smoke_run, tmp_path):
+    """The path a gpu > 1 rule takes: torchrun with 2 gloo processes, on the smoke DAG's round 0."""
+    import yaml
+    from safetensors.torch import load_file
+
+    from pipeline.launch import run_distributed
+    from tests.conftest import SMOKE_CONFIG
+
+    results = smoke_run / "results"
+    out_model = tmp_path / "round_1"
+    params = yaml.safe_load(SMOKE_CONFIG.read_text())["distill"]
+    params["optim"]["micro_batch_size"] = 1  # so that both processes get a sequence of each batch
+    run_distributed(
+        "distill_student",
+        nproc=2,
+        params=params,
+        paths={
+            "teacher_logprobs": results / "teacher_logprobs/critique/round_0.parquet",
+            "traces": results / "traces/shared/round_0.parquet",
+            "student": smoke_run / "resources/models/tiny-qwen2",
+            "out_model": out_model,
+            "out_log": tmp_path / "train_log.parquet",
+        },
+    )
+    two = load_file(out_model / "model.safetensors")
+    one = load_file(results / "students/critique/round_1/model.safetensors")
+    assert two.keys() == one.keys()
+    for name in one:
+        torch.testing.assert_close(two[name], one[name], atol=1e-5, rtol=1e-4)

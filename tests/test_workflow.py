@@ -5,8 +5,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import polars as pl
 import pytest
@@ -15,17 +13,7 @@ import yaml
 from pipeline.artifacts import CONTEXTS_SCHEMA, CRITIQUES_SCHEMA, PROBLEMS_SCHEMA, TRACES_SCHEMA, TRAIN_LOG_SCHEMA
 from pipeline.engines.checkpoint import resolve_checkpoint
 from pipeline.teacher import teacher_logprobs_schema
-from tests.conftest import ROOT, SMOKE_CONFIG
-
-SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
-
-
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", "2", *args]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
-    if check:
-        assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
-    return out
+from tests.conftest import ROOT, SMOKE_CONFIG, SNAKEMAKE, snakemake
 
 
 def test_lint_is_clean():
@@ -42,13 +30,6 @@ def test_bad_config_fails_before_any_job_naming_the_key(tmp_path):
     assert out.returncode != 0
     assert "problems.n_evl: unknown key" in out.stdout + out.stderr
     assert not (tmp_path / "results").exists() and not (tmp_path / "resources").exists()
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("smoke")
-    snakemake(workdir, "--configfile", str(SMOKE_CONFIG))
-    return workdir
 
 
 @pytest.mark.slow
