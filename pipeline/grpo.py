@@ -17,18 +17,16 @@ from typing import Any
 import polars as pl
 import torch
 
-from pipeline.artifacts import CRITIQUES_SCHEMA, TRACES_SCHEMA, TRAIN_LOG_SCHEMA, read_artifact, write_artifact
+from pipeline.artifacts import CRITIQUES_SCHEMA, TRACES_SCHEMA, read_artifact
 from pipeline.config import GrpoConfig
 from pipeline.losses import clipped_policy_loss, group_advantages, k3_kl
 from pipeline.training import (
     StepStats,
     completion_logits,
-    config_record,
-    dist_rank_world,
     load_student,
     mean_tokens_per_s,
-    save_student,
     train_loop,
+    write_training_outputs,
 )
 
 log = logging.getLogger(__name__)
@@ -113,14 +111,9 @@ def train_grpo(
         "mean_reward": float(rows["reward"].mean() or 0.0),
         "tokens_per_s": mean_tokens_per_s(train_log),
     }
-    if dist_rank_world()[0] > 0:
-        return stats  # under torchrun, rank 0 writes the outputs
-    save_student(
-        model, tokenizer, out_model, base_dir=base_dir, details={"stage": STAGE, "from": str(student), **stats}
-    )
-    write_artifact(
-        train_log, out_log, schema=TRAIN_LOG_SCHEMA, artifact="train_log", stage=STAGE,
-        params={**config_record(cfg), "stats": stats}, model=str(student),
+    write_training_outputs(
+        model, tokenizer, train_log, stage=STAGE, cfg=cfg, stats=stats,
+        student=student, base_dir=base_dir, out_model=out_model, out_log=out_log,
     )  # fmt: skip
     log.info("GRPO round: %s", stats)
     return stats

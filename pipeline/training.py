@@ -20,7 +20,7 @@ from typing import Any
 import polars as pl
 import torch
 
-from pipeline.artifacts import TRAIN_LOG_SCHEMA
+from pipeline.artifacts import TRAIN_LOG_SCHEMA, write_artifact
 from pipeline.config import LoraSettings, OptimConfig
 from pipeline.engines.checkpoint import resolve_checkpoint
 from pipeline.models import PROVENANCE_FILE, weights_hash
@@ -74,6 +74,31 @@ def save_student(model: Any, tokenizer: Any, out_dir: Path, *, base_dir: Path, d
         "weights_sha256": weights_hash(out_dir),
     }
     (out_dir / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2, sort_keys=True, default=str))
+
+
+def write_training_outputs(
+    model: Any,
+    tokenizer: Any,
+    train_log: pl.DataFrame,
+    *,
+    stage: str,
+    cfg: Any,
+    stats: dict[str, Any],
+    student: Path,
+    base_dir: Path,
+    out_model: Path,
+    out_log: Path,
+) -> None:
+    """Save the next round's checkpoint and the training log (on rank 0 only under torchrun)."""
+    if dist_rank_world()[0] > 0:
+        return
+    save_student(
+        model, tokenizer, out_model, base_dir=base_dir, details={"stage": stage, "from": str(student), **stats}
+    )
+    write_artifact(
+        train_log, out_log, schema=TRAIN_LOG_SCHEMA, artifact="train_log", stage=stage,
+        params={**config_record(cfg), "stats": stats}, model=str(student),
+    )  # fmt: skip
 
 
 def make_optimizer(model: Any, cfg: OptimConfig, total_steps: int) -> tuple[torch.optim.Optimizer, Any]:
