@@ -77,11 +77,15 @@ def render_step(number: int, truth: dict[str, Any]) -> str:
     return f"<step_{number}> {truth['a']} {truth['op']} {truth['b']} = {truth['result']} </step_{number}>"
 
 
-def _assemble(kept: Sequence[str], fresh: Sequence[dict[str, Any]], answer: str) -> tuple[list[str], str]:
-    """Verbatim kept step tags, then fresh ground-truth steps numbered on, then the answer."""
-    lines = list(kept) + [render_step(len(kept) + i + 1, t) for i, t in enumerate(fresh)]
+def _finish(lines: Sequence[str], answer: str) -> tuple[list[str], str]:
+    """(step texts, rewrite text) from step-tag lines followed by the answer."""
     steps = [parse_response(line).steps[0].text for line in lines]
     return steps, "\n".join([*lines, f"<answer> {answer} </answer>"])
+
+
+def _assemble(kept: Sequence[str], fresh: Sequence[dict[str, Any]], answer: str) -> tuple[list[str], str]:
+    """Verbatim kept step tags, then fresh ground-truth steps numbered on, then the answer."""
+    return _finish(list(kept) + [render_step(len(kept) + i + 1, t) for i, t in enumerate(fresh)], answer)
 
 
 def oracle_review(
@@ -113,8 +117,7 @@ def oracle_review(
                 cursor += 1
             else:
                 kept_lines.append(render_step(number, truth))
-        steps = [parse_response(line).steps[0].text for line in kept_lines]
-        text = "\n".join([*kept_lines, f"<answer> {answer} </answer>"])
+        steps, text = _finish(kept_lines, answer)
         first_missing = next((i + 1 for i, u in enumerate(used) if not u), None)
         return Review("missing_justification", first_missing, used, steps, text)
 
