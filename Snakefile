@@ -8,6 +8,9 @@ min_version("9.27")
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/prepare_models.smk"
 include: "workflow/rules/prepare_problems.smk"
@@ -17,13 +20,13 @@ include: "workflow/rules/build_teacher_contexts.smk"
 include: "workflow/rules/precompute_teacher_logprobs.smk"
 include: "workflow/rules/distill_student.smk"
 include: "workflow/rules/train_grpo.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/check_premise.smk"
+include: "workflow/rules/analyse_advantages.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
     default_target: True
     input:
-        rules.prepare_models.input,
-        rules.prepare_problems.output,
-        critique_targets(),
-        teacher_targets(),
-        student_targets(),
+        rules.report.output,

@@ -121,6 +121,40 @@ TRAIN_LOG_SCHEMA = pl.Schema(
     }
 )
 
+# One row per evaluation sample of one checkpoint (evaluate).
+EVAL_SAMPLES_SCHEMA = pl.Schema(
+    {
+        "problem_id": pl.String,
+        "condition": pl.String,  # base, or the arm whose student this is
+        "round": pl.Int32,
+        "seed": pl.Int32,  # the run seed
+        "sample_idx": pl.Int32,
+        "completion_text": pl.String,
+        "num_tokens": pl.Int32,
+        "finish_reason": pl.String,
+        "extracted_answer": pl.String,
+        "answer_key": pl.String,  # the answer normalised by the problem's verifier (Maj@n votes on it)
+        "format_ok": pl.Boolean,
+        "is_correct": pl.Boolean,
+    }
+)
+
+# One row per re-solve sample of check_premise: a round-0 trace's problem, with one context kind.
+PREMISE_SAMPLES_SCHEMA = pl.Schema(
+    {
+        "trace_id": pl.String,
+        "problem_id": pl.String,
+        "context_kind": pl.String,  # none (the plain solver prompt), reference, critique
+        "original_correct": pl.Boolean,  # was the round-0 trace itself correct?
+        "sample_idx": pl.Int32,
+        "completion_text": pl.String,
+        "num_tokens": pl.Int32,
+        "extracted_answer": pl.String,
+        "format_ok": pl.Boolean,
+        "is_correct": pl.Boolean,
+    }
+)
+
 REJECTS_SCHEMA = pl.Schema(
     {
         "source": pl.String,

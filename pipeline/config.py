@@ -80,6 +80,18 @@ def canonical(section: Any) -> Any:
     return section
 
 
+def with_run_seed(section: Any, run_seed: int) -> Any:
+    """A config section with every ``seed`` key (at any depth) offset by the run's seed.
+
+    Run seed 0 leaves the section as configured, so a one-seed experiment keeps its params.
+    """
+    if isinstance(section, Mapping):
+        return {
+            key: value + run_seed if key == "seed" else with_run_seed(value, run_seed) for key, value in section.items()
+        }
+    return section
+
+
 def _convert(tp: Any, value: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
@@ -179,6 +191,7 @@ class EngineConfig:
     kv_cache_gib: int = 2  # vLLM on CPU: KV-cache size
     server_url: str | None = None  # server: base URL of an OpenAI-compatible (vLLM) server
     max_batch_rows: int = 64  # transformers: sequences per forward
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # vllm: auto is fp32 on CPU, bf16 on GPU
 
 
 @dataclasses.dataclass(frozen=True)
@@ -323,3 +336,33 @@ class GrpoConfig:
     kl_coef: float = 0.0  # > 0 adds k3 KL to the initial policy
     lora: LoraSettings | None = LoraSettings()
     optim: OptimConfig = OptimConfig()
+
+
+@dataclasses.dataclass(frozen=True)
+class AdvantagesConfig:
+    """``analyse_advantages``: the per-token advantage figure."""
+
+    figure_traces: int = 3  # traces shown: incorrect ones with a located wrong step, then a correct one
+    color_limit: float = 1.0  # |A_t| at which the colour scale saturates
+
+    def __post_init__(self) -> None:
+        if self.figure_traces < 1 or self.color_limit <= 0:
+            raise ConfigError("advantages: need figure_traces >= 1 and color_limit > 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateConfig:
+    """``evaluate`` and ``check_premise``: how checkpoints are sampled and scored."""
+
+    engine: EngineConfig = EngineConfig()
+    samples_per_problem: int = 12  # n of Avg@n, Pass@k (k = 1..n) and Maj@n
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 160
+    bootstrap_resamples: int = 1000  # 95% CIs: problems resampled with replacement
+    premise_samples: int = 4  # check_premise: samples per trace and context
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.samples_per_problem < 1 or self.premise_samples < 1 or self.bootstrap_resamples < 1:
+            raise ConfigError("evaluate: samples_per_problem, premise_samples and bootstrap_resamples must be >= 1")

@@ -15,4 +15,8 @@ STAGE_VERSIONS = {
     "precompute_teacher_logprobs": 1,
     "distill_student": 1,
     "train_grpo": 1,
+    "analyse_advantages": 1,
+    "evaluate": 1,
+    "check_premise": 1,
+    "report": 1,
 }

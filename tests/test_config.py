@@ -3,7 +3,7 @@ import copy
 import pytest
 import yaml
 
-from pipeline.config import ConfigError, ModelSpec, ProblemsConfig, from_params, validate_config
+from pipeline.config import ConfigError, ModelSpec, ProblemsConfig, from_params, validate_config, with_run_seed
 from tests.conftest import DEFAULT_CONFIG, SMOKE_CONFIG
 
 
@@ -80,3 +80,15 @@ def test_canonical_sorts_keys_so_reordering_is_not_a_change():
     b = canonical({"a": {"c": 3, "d": [{"x": 2, "y": 1}]}, "b": 1})
     assert repr(a) == repr(b)
     assert list(a) == ["a", "b"]
+
+
+def test_run_seed_offsets_every_seed_key_and_seed_0_changes_nothing():
+    section = {"seed": 3, "optim": {"seed": 5, "lr": 0.1}, "engine": {"backend": "vllm"}}
+    assert with_run_seed(section, 0) == section
+    assert with_run_seed(section, 2) == {"seed": 5, "optim": {"seed": 7, "lr": 0.1}, "engine": {"backend": "vllm"}}
+
+
+def test_seeds_must_be_a_nonempty_list(config):
+    config["experiment"]["seeds"] = []
+    with pytest.raises(ConfigError, match="experiment.seeds"):
+        validate_config(config)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -10,7 +11,14 @@ import polars as pl
 import pytest
 import yaml
 
-from pipeline.artifacts import CONTEXTS_SCHEMA, CRITIQUES_SCHEMA, PROBLEMS_SCHEMA, TRACES_SCHEMA, TRAIN_LOG_SCHEMA
+from pipeline.artifacts import (
+    CONTEXTS_SCHEMA,
+    CRITIQUES_SCHEMA,
+    EVAL_SAMPLES_SCHEMA,
+    PROBLEMS_SCHEMA,
+    TRACES_SCHEMA,
+    TRAIN_LOG_SCHEMA,
+)
 from pipeline.engines.checkpoint import resolve_checkpoint
 from pipeline.teacher import teacher_logprobs_schema
 from tests.conftest import ROOT, SMOKE_CONFIG, SNAKEMAKE, snakemake
@@ -45,7 +53,7 @@ def test_smoke_dag_builds_models_and_problems(smoke_run):
 
 @pytest.mark.slow
 def test_smoke_dag_writes_every_round_0_artifact_with_its_schema(smoke_run):
-    results = smoke_run / "results"
+    results = smoke_run / "results/seed_0"
     for condition in ("shared", "grpo"):
         traces = pl.read_parquet(results / f"traces/{condition}/round_0.parquet")
         assert traces.schema == TRACES_SCHEMA and traces.height > 0
@@ -83,7 +91,7 @@ def test_quickstart_commands_in_readme_match_ci():
 
 @pytest.mark.slow
 def test_smoke_dag_trains_two_rounds_of_every_arm(smoke_run):
-    results = smoke_run / "results"
+    results = smoke_run / "results/seed_0"
     for condition in ("grpo", "reference", "critique"):
         for r in (1, 2):
             model = results / f"students/{condition}/round_{r}"
@@ -117,5 +125,64 @@ def test_editing_distill_reruns_training_but_not_traces_or_teacher(smoke_run, tm
     rules = {rule for rule, _ in jobs}
     assert "distill_student" in rules and "train_grpo" not in rules
     # round 0's traces, critiques, contexts and teacher log-probs feed the edited stage: kept
-    assert not [job for job in jobs if job[1].endswith("round=0")]
+    assert not [job for job in jobs if re.search(r"\bround=0\b", job[1])]
     assert not rules & {"prepare_model", "prepare_problems"}
+
+
+@pytest.mark.slow
+def test_smoke_dag_evaluates_every_checkpoint_and_writes_the_report(smoke_run, tmp_path):
+    results = smoke_run / "results/seed_0"
+    checkpoints = [("base", 0)] + [(arm, r) for arm in ("grpo", "reference", "critique") for r in (1, 2)]
+    for condition, r in checkpoints:
+        samples = pl.read_parquet(results / f"eval/{condition}/round_{r}.parquet")
+        assert samples.schema == EVAL_SAMPLES_SCHEMA
+        assert samples.group_by("problem_id").len()["len"].to_list() == [12] * 4  # 4 eval problems x 12
+        summary = json.loads((results / f"eval/{condition}/round_{r}.json").read_text())
+        assert summary["avg"]["mean"] == pytest.approx(float(samples["is_correct"].mean()))
+        assert [p["k"] for p in summary["pass_at_k"]] == list(range(1, 13))
+    premise = json.loads((results / "premise/round_0.json").read_text())
+    assert list(premise["kinds"]) == ["none", "reference", "critique"]
+    aggregates = pl.read_parquet(results / "advantages/aggregates.parquet")
+    assert set(aggregates["context_kind"]) == {"reference", "critique", "critique_full_quote", "critique_labels_only"}
+    page = (smoke_run / "results/report.html").read_text()
+    for heading in (
+        "Table 1",
+        "Avg@12 per round",
+        "Training curves",
+        "Premise",
+        "Per-token advantages",
+        "Critic QA",
+        "Provenance",
+    ):
+        assert heading in page, heading
+    assert page.count("data:image/png;base64,") == 3  # Avg per round, training curves, advantage figure
+    out = snakemake(smoke_run, "--configfile", str(SMOKE_CONFIG), "--report", str(tmp_path / "snakemake.html"))
+    assert (tmp_path / "snakemake.html").stat().st_size > 0, out.stdout
+
+
+@pytest.mark.slow
+def test_ablation_switch_adds_the_ablation_arms_to_the_report(smoke_run, tmp_path):
+    config = yaml.safe_load(SMOKE_CONFIG.read_text())
+    config["experiment"]["ablations"] = True
+    edited = tmp_path / "ablations.yaml"
+    edited.write_text(yaml.safe_dump(config))
+    jobs = planned_jobs(snakemake(smoke_run, "--configfile", str(edited), "-n").stdout)
+    for arm in ("critique_full_quote", "critique_labels_only"):
+        for r in (1, 2):
+            assert ("evaluate", f"seed=0, condition={arm}, round={r}") in jobs
+    assert ("report", "") in jobs
+    # the round-0 teacher log-probs of the ablation contexts exist already (the analysis needed them)
+    assert not [job for job in jobs if job[0] == "precompute_teacher_logprobs" and re.search(r"\bround=0\b", job[1])]
+
+
+def test_seeds_option_repeats_the_experiment_and_reports_once(tmp_path):
+    config = yaml.safe_load(SMOKE_CONFIG.read_text())
+    config["experiment"]["seeds"] = [0, 1]
+    edited = tmp_path / "seeds.yaml"
+    edited.write_text(yaml.safe_dump(config))
+    jobs = planned_jobs(snakemake(tmp_path, "--configfile", str(edited), "-n").stdout)
+    for seed in (0, 1):
+        assert ("generate_traces", f"seed={seed}, condition=shared, round=0") in jobs
+        assert ("evaluate", f"seed={seed}, condition=critique, round=2") in jobs
+    assert {wc for rule, wc in jobs if rule in ("analyse_advantages", "check_premise")} == {"seed=0"}
+    assert [rule for rule, _ in jobs].count("report") == 1

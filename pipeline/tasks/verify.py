@@ -26,12 +26,18 @@ def parse_number(text: str | None) -> float | None:
         return None
 
 
-def _math_verify(predicted: str, truth: str) -> bool:
-    from math_verify import parse, verify
+def _parse_math(text: str) -> list:
+    """math-verify's parse of an answer, wrapped in ``$...$`` unless already delimited."""
+    from math_verify import parse
 
-    # parsing_timeout/timeout_seconds=None: math-verify's signal.alarm fails outside the main thread.
-    gold = parse(f"${truth}$", parsing_timeout=None)
-    answer = parse(predicted if "$" in predicted or "\\boxed" in predicted else f"${predicted}$", parsing_timeout=None)
+    # parsing_timeout=None: math-verify's signal.alarm fails outside the main thread.
+    return parse(text if "$" in text or "\\boxed" in text else f"${text}$", parsing_timeout=None)
+
+
+def _math_verify(predicted: str, truth: str) -> bool:
+    from math_verify import verify
+
+    gold, answer = _parse_math(truth), _parse_math(predicted)
     if not gold or not answer:
         return False
     return bool(verify(gold, answer, timeout_seconds=None))
@@ -46,6 +52,25 @@ def verify_answer(predicted: str | None, truth: str, *, method: Method = "exact"
         return got is not None and want is not None and math.isclose(got, want, rel_tol=0, abs_tol=1e-9)
     if method == "math":
         return _math_verify(predicted, truth)
+    raise ValueError(f"unknown verification method {method!r}; expected 'exact' or 'math'")
+
+
+def normalize_answer(predicted: str | None, *, method: Method = "exact") -> str | None:
+    """A canonical key for ``predicted`` under ``method``: equal keys are the same answer (Maj@k votes).
+
+    ``exact``: the number in canonical form (``"12"``, ``"-0.5"``); ``math``: math-verify's parsed
+    expression. None when nothing answer-like was written.
+    """
+    if predicted is None or not predicted.strip():
+        return None
+    if method == "exact":
+        value = parse_number(predicted)
+        if value is None:
+            return None
+        return str(int(value)) if value.is_integer() else format(value, ".12g")
+    if method == "math":
+        parsed = _parse_math(predicted)
+        return str(parsed[0]) if parsed else predicted.strip()
     raise ValueError(f"unknown verification method {method!r}; expected 'exact' or 'math'")
 
 

@@ -8,12 +8,12 @@ rule build_teacher_contexts:
     wildcard_constraints:
         condition=SD_CONDITION_PATTERN,
     output:
-        "results/contexts/{condition}/round_{round}.parquet",
+        "results/seed_{seed}/contexts/{condition}/round_{round}.parquet",
     params:
         cfg=section("contexts"),
         version=STAGE_VERSIONS["build_teacher_contexts"],
     log:
-        "logs/build_teacher_contexts/{condition}/round_{round}.log",
+        "logs/build_teacher_contexts/seed_{seed}/{condition}/round_{round}.log",
     conda:
         "../../envs/pipeline.yaml"
     script:

@@ -1,7 +1,7 @@
 # Config validation, wildcard constraints and input functions. No logic beyond path lookup.
 # Each rule's params carry its stage's config section plus its STAGE_VERSIONS entry: package
 # code is not tracked by Snakemake, so a stage whose output changes bumps that number.
-from pipeline.config import canonical, validate_config
+from pipeline.config import canonical, validate_config, with_run_seed
 from pipeline.versions import STAGE_VERSIONS
 
 validate_config(config)
@@ -13,6 +13,14 @@ if EXPERIMENT["ablations"]:
 # Arms with a self-teacher; each names its context kind.
 SD_CONDITION_PATTERN = "reference|critique|critique_full_quote|critique_labels_only"
 ROUNDS = EXPERIMENT["rounds"]
+# Each run seed is a whole experiment under results/seed_{seed}/; the report aggregates them.
+SEEDS = EXPERIMENT["seeds"]
+# The analysis and the premise check look at the first seed's shared round-0 traces.
+ANALYSIS_SEED = SEEDS[0]
+# Every context kind a self-teacher can see; the analysis compares all of them.
+CONTEXT_KINDS = ["reference", "critique", "critique_full_quote", "critique_labels_only"]
+# The contexts the premise check re-solves with (besides none).
+PREMISE_KINDS = ["reference", "critique"]
 # Traces are sampled for rounds 0..R-1; each trains round r+1's student, up to round R.
 TRACE_ROUNDS = list(range(ROUNDS))
 
@@ -20,12 +28,18 @@ TRACE_ROUNDS = list(range(ROUNDS))
 wildcard_constraints:
     model=r"[A-Za-z0-9._-]+",
     condition=r"[a-z_]+",
+    seed=r"\d+",
     round=r"\d+",
 
 
 def section(name):
     """One top-level config section, as a rule's params (key order does not count)."""
     return canonical(config[name])
+
+
+def seeded_section(name):
+    """A section whose seeds are offset by the run's {seed}, as a params input function."""
+    return lambda wildcards: with_run_seed(section(name), int(wildcards.seed))
 
 
 def model_spec(wildcards):
@@ -50,7 +64,7 @@ def student_model(wildcards):
         return f"resources/models/{config['solver']}"
     if wildcards.condition == "shared":
         raise ValueError("condition 'shared' exists only for round 0")
-    return f"results/students/{wildcards.condition}/round_{wildcards.round}"
+    return f"results/seed_{wildcards.seed}/students/{wildcards.condition}/round_{wildcards.round}"
 
 
 def trace_conditions(round_index):
@@ -65,11 +79,11 @@ def trace_source(wildcards):
 
 
 def sd_traces(wildcards):
-    return f"results/traces/{trace_source(wildcards)}/round_{wildcards.round}.parquet"
+    return f"results/seed_{wildcards.seed}/traces/{trace_source(wildcards)}/round_{wildcards.round}.parquet"
 
 
 def sd_critiques(wildcards):
-    return f"results/critiques/{trace_source(wildcards)}/round_{wildcards.round}.parquet"
+    return f"results/seed_{wildcards.seed}/critiques/{trace_source(wildcards)}/round_{wildcards.round}.parquet"
 
 
 def teacher_model(wildcards):
@@ -79,10 +93,13 @@ def teacher_model(wildcards):
     return student_model(wildcards)
 
 
-def critique_targets():
-    """Every critique file the configured conditions and buildable rounds need."""
+def critique_targets(seeds=None):
+    """Every critique file the configured conditions and buildable rounds need (of ``seeds``, default all)."""
     return [
-        f"results/critiques/{condition}/round_{r}.parquet" for r in TRACE_ROUNDS for condition in trace_conditions(r)
+        f"results/seed_{seed}/critiques/{condition}/round_{r}.parquet"
+        for seed in seeds or SEEDS
+        for r in TRACE_ROUNDS
+        for condition in trace_conditions(r)
     ]
 
 
@@ -98,7 +115,7 @@ def previous_round(pattern):
 def previous_sd_traces(wildcards):
     prev = int(wildcards.round) - 1
     source = "shared" if prev == 0 else wildcards.condition
-    return f"results/traces/{source}/round_{prev}.parquet"
+    return f"results/seed_{wildcards.seed}/traces/{source}/round_{prev}.parquet"
 
 
 def previous_student(wildcards):
@@ -107,17 +124,54 @@ def previous_student(wildcards):
     if prev == 0:
         return f"resources/models/{config['solver']}"
     condition = wildcards.get("condition", "grpo")  # train_grpo's paths name the arm literally
-    return f"results/students/{condition}/round_{prev}"
+    return f"results/seed_{wildcards.seed}/students/{condition}/round_{prev}"
+
+
+def eval_model(wildcards):
+    """The checkpoint an evaluate job samples: the base solver, or an arm's student of a round."""
+    if wildcards.condition == "base":
+        if int(wildcards.round) != 0:
+            raise ValueError("condition 'base' exists only for round 0")
+        return f"resources/models/{config['solver']}"
+    if int(wildcards.round) == 0:
+        raise ValueError(f"round 0 of {wildcards.condition} is the base solver: evaluate it as base/round_0")
+    return f"results/seed_{wildcards.seed}/students/{wildcards.condition}/round_{wildcards.round}"
+
+
+def arms():
+    """Every arm this config trains: the self-distillation conditions, then grpo."""
+    return SD_CONDITIONS + (["grpo"] if "grpo" in EXPERIMENT["conditions"] else [])
+
+
+def eval_targets():
+    """Summary JSON of every checkpoint: the base solver and each arm's rounds 1..R, per seed."""
+    return [
+        f"results/seed_{seed}/eval/{condition}/round_{r}.json"
+        for seed in SEEDS
+        for condition, r in [("base", 0)] + [(arm, r) for arm in arms() for r in range(1, ROUNDS + 1)]
+    ]
+
+
+def train_log_keys():
+    """(seed, arm, round) of every training job."""
+    return [[seed, arm, r] for seed in SEEDS for arm in arms() for r in range(1, ROUNDS + 1)]
+
+
+def train_log_targets():
+    """Training log of every arm's every round, per seed (in train_log_keys() order)."""
+    return [f"results/seed_{seed}/train_logs/{arm}/round_{r}.parquet" for seed, arm, r in train_log_keys()]
 
 
 def student_targets():
     """The last round's student of every arm (which pulls in every earlier stage)."""
-    arms = SD_CONDITIONS + (["grpo"] if "grpo" in EXPERIMENT["conditions"] else [])
-    return [f"results/students/{condition}/round_{ROUNDS}" for condition in arms]
+    return [f"results/seed_{seed}/students/{condition}/round_{ROUNDS}" for seed in SEEDS for condition in arms()]
 
 
 def teacher_targets():
     """Teacher log-probs of every self-distillation arm for the buildable rounds."""
     return [
-        f"results/teacher_logprobs/{condition}/round_{r}.parquet" for r in TRACE_ROUNDS for condition in SD_CONDITIONS
+        f"results/seed_{seed}/teacher_logprobs/{condition}/round_{r}.parquet"
+        for seed in SEEDS
+        for r in TRACE_ROUNDS
+        for condition in SD_CONDITIONS
     ]

@@ -3,20 +3,20 @@ rule distill_student:
     wildcard_constraints:
         condition=SD_CONDITION_PATTERN,
     input:
-        teacher_logprobs=previous_round("results/teacher_logprobs/{condition}/round_{prev}.parquet"),
+        teacher_logprobs=previous_round("results/seed_{seed}/teacher_logprobs/{condition}/round_{prev}.parquet"),
         traces=previous_sd_traces,
         student=previous_student,
     output:
-        model=directory("results/students/{condition}/round_{round}"),
-        train_log="results/train_logs/{condition}/round_{round}.parquet",
+        model=directory("results/seed_{seed}/students/{condition}/round_{round}"),
+        train_log="results/seed_{seed}/train_logs/{condition}/round_{round}.parquet",
     params:
-        cfg=section("distill"),
+        cfg=seeded_section("distill"),
         version=STAGE_VERSIONS["distill_student"],
     threads: workflow.cores  # a model stage uses every core it is given; one runs at a time
     log:
-        "logs/distill_student/{condition}/round_{round}.log",
+        "logs/distill_student/seed_{seed}/{condition}/round_{round}.log",
     benchmark:
-        "benchmarks/distill_student/{condition}/round_{round}.tsv"
+        "benchmarks/distill_student/seed_{seed}/{condition}/round_{round}.tsv"
     conda:
         "../../envs/pipeline.yaml"
     script:

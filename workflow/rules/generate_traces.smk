@@ -5,15 +5,15 @@ rule generate_traces:
         problems="results/problems/train.parquet",
         model=student_model,
     output:
-        "results/traces/{condition}/round_{round}.parquet",
+        "results/seed_{seed}/traces/{condition}/round_{round}.parquet",
     params:
-        cfg=section("traces"),
+        cfg=seeded_section("traces"),
         version=STAGE_VERSIONS["generate_traces"],
     threads: workflow.cores  # a model stage uses every core it is given; one runs at a time
     log:
-        "logs/generate_traces/{condition}/round_{round}.log",
+        "logs/generate_traces/seed_{seed}/{condition}/round_{round}.log",
     benchmark:
-        "benchmarks/generate_traces/{condition}/round_{round}.tsv"
+        "benchmarks/generate_traces/seed_{seed}/{condition}/round_{round}.tsv"
     conda:
         "../../envs/pipeline.yaml"
     script:

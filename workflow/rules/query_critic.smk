@@ -1,18 +1,18 @@
 rule query_critic:
     input:
-        traces="results/traces/{condition}/round_{round}.parquet",
+        traces="results/seed_{seed}/traces/{condition}/round_{round}.parquet",
         problems="results/problems/train.parquet",
         critic=critic_model_dirs(),
     output:
-        "results/critiques/{condition}/round_{round}.parquet",
+        "results/seed_{seed}/critiques/{condition}/round_{round}.parquet",
     params:
         cfg=section("critic"),
         version=STAGE_VERSIONS["query_critic"],
     threads: workflow.cores  # a model stage uses every core it is given; one runs at a time
     log:
-        "logs/query_critic/{condition}/round_{round}.log",
+        "logs/query_critic/seed_{seed}/{condition}/round_{round}.log",
     benchmark:
-        "benchmarks/query_critic/{condition}/round_{round}.tsv"
+        "benchmarks/query_critic/seed_{seed}/{condition}/round_{round}.tsv"
     conda:
         "../../envs/pipeline.yaml"
     script:

@@ -1,0 +1,121 @@
+"""report: checkpoint tables over seeds, Table 1's best/last rounds, and the rendered page."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from pipeline.artifacts import EVAL_SAMPLES_SCHEMA, TRAIN_LOG_SCHEMA
+from pipeline.report import beats_base, checkpoint_table, render_report, table_one, training_frame
+
+
+def _samples(condition: str, round_index: int, seed: int, correct: dict[str, list[bool]]) -> list[dict]:
+    return [
+        {
+            "problem_id": pid, "condition": condition, "round": round_index, "seed": seed, "sample_idx": i,
+            "completion_text": "", "num_tokens": 10 + round_index, "finish_reason": "stop",
+            "extracted_answer": "1" if ok else "2", "answer_key": "1" if ok else "2", "format_ok": True,
+            "is_correct": ok,
+        }
+        for pid, outcomes in correct.items()
+        for i, ok in enumerate(outcomes)
+    ]  # fmt: skip
+
+
+def _frame(rows: list[dict]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=EVAL_SAMPLES_SCHEMA)
+
+
+EVAL = _frame(
+    _samples("base", 0, 0, {"p1": [False] * 4, "p2": [True, False, False, False]})
+    + _samples("base", 0, 1, {"p1": [False] * 4, "p2": [True, True, False, False]})
+    + _samples("critique", 1, 0, {"p1": [True] * 4, "p2": [True] * 4})
+    + _samples("critique", 1, 1, {"p1": [True, True, False, False], "p2": [True] * 4})
+    + _samples("critique", 2, 0, {"p1": [False] * 4, "p2": [True] * 4})
+    + _samples("critique", 2, 1, {"p1": [False] * 4, "p2": [True] * 4})
+)
+
+
+def test_checkpoint_table_averages_problems_over_seeds():
+    table = checkpoint_table(EVAL, resamples=200, seed=0)
+    base = table.filter(pl.col("condition") == "base").row(0, named=True)
+    assert base["seeds"] == 2 and base["problems"] == 2
+    assert base["avg"] == pytest.approx((0 + (0.25 + 0.5) / 2) / 2)
+    assert (base["seed_min_avg"], base["seed_max_avg"]) == (0.125, 0.25)
+    critique_1 = table.filter((pl.col("condition") == "critique") & (pl.col("round") == 1)).row(0, named=True)
+    assert critique_1["avg"] == pytest.approx(((1 + 0.5) / 2 + 1) / 2)
+    assert critique_1["pass_n"] == 1.0
+    assert table["condition"].to_list() == ["base", "critique", "critique"]  # arm order, then round
+
+
+def test_table_one_reports_best_and_last_round():
+    table = table_one(checkpoint_table(EVAL, resamples=200, seed=0)).filter(pl.col("condition") == "critique")
+    row = table.row(0, named=True)
+    assert row["best_avg_round"] == 1 and row["best_avg"] == pytest.approx(0.875)
+    assert row["last_round"] == 2 and row["last_avg"] == pytest.approx(0.5)
+    assert row["best_length"] == 11.0 and row["last_length"] == 12.0
+
+
+def test_beats_base_needs_the_whole_ci_above_the_base_ci():
+    checkpoints = pl.DataFrame(
+        {
+            "condition": ["base", "a", "b"],
+            "round": [0, 1, 1],
+            "avg_low": [0.2, 0.35, 0.45],
+            "avg_high": [0.4, 0.6, 0.7],
+        }
+    )
+    assert beats_base(checkpoints)["condition"].to_list() == ["b"]
+
+
+def test_training_frame_counts_steps_across_rounds():
+    log = pl.DataFrame({"step": [1, 2], "loss": [1.0, 0.5]}).with_columns(
+        *(
+            pl.lit(None, dtype=dtype).alias(name)
+            for name, dtype in TRAIN_LOG_SCHEMA.items()
+            if name not in ("step", "loss")
+        )
+    )
+    frame = training_frame({(0, "critique", 1): log, (0, "critique", 2): log})
+    assert frame["global_step"].to_list() == [1, 2, 3, 4]
+    assert frame["round"].to_list() == [1, 1, 2, 2]
+
+
+def test_render_report_has_every_section_and_no_external_assets():
+    checkpoints = checkpoint_table(EVAL, resamples=200, seed=0)
+    premise = {
+        "kinds": {
+            "none": {"format_rate": 1.0, "all": {"traces": 2, "mean": 0.1, "ci_low": 0.0, "ci_high": 0.2},
+                     "originally_incorrect": None, "originally_correct": None},
+        }
+    }  # fmt: skip
+    aggregates = pl.DataFrame(
+        {
+            "context_kind": ["critique"], "correctness": ["incorrect"], "category": ["first_wrong"],
+            "n_traces": [1], "n_tokens": [3], "mean_advantage": [-0.25], "share_negative": [1.0],
+            "mean_abs_advantage": [0.25],
+        }
+    )  # fmt: skip
+    critiques = pl.DataFrame(
+        {
+            "seed": [0], "condition": ["shared"], "round": [0], "verdict": ["wrong"], "alignment_score": [1.0],
+            "answer_leak": [False], "parse_error": [None], "fallback": [None],
+        }
+    )  # fmt: skip
+    page = render_report(
+        checkpoints=checkpoints,
+        training=pl.DataFrame(),
+        premise=premise,
+        advantages=aggregates,
+        advantage_figure_png=b"\x89PNG",
+        advantage_figure_html="<p>tokens <b>&lt;step_1&gt;</b></p>",
+        critiques=critiques,
+        provenance_record={"git_commit": "abc", "config": {"solver": "tiny", "critic": {"backend": "oracle"}}},
+    )
+    for heading in ("Table 1", "Avg@4 per round", "Training curves", "Premise", "Per-token advantages", "Critic QA",
+                    "Provenance"):  # fmt: skip
+        assert heading in page, heading
+    assert "-0.25 / 1.0 / 0.25 (3)" in page
+    assert 'src="http' not in page and "<script src" not in page
+    assert "critique round 1" in page  # its CI lies above the base's
+    assert '"solver": "tiny"' in page

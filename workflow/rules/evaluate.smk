@@ -1,0 +1,23 @@
+# One job per checkpoint: the base solver ({condition}=base, round 0) and every arm's student of
+# rounds 1..R. Params: the evaluate section plus the solver prompt (traces.prompt), which the
+# checkpoints are evaluated with.
+rule evaluate:
+    input:
+        problems="results/problems/eval.parquet",
+        model=eval_model,
+    output:
+        samples="results/seed_{seed}/eval/{condition}/round_{round}.parquet",
+        summary="results/seed_{seed}/eval/{condition}/round_{round}.json",
+    params:
+        cfg=seeded_section("evaluate"),
+        prompt=canonical(config["traces"]["prompt"]),
+        version=STAGE_VERSIONS["evaluate"],
+    threads: workflow.cores  # a model stage uses every core it is given; one runs at a time
+    log:
+        "logs/evaluate/seed_{seed}/{condition}/round_{round}.log",
+    benchmark:
+        "benchmarks/evaluate/seed_{seed}/{condition}/round_{round}.tsv"
+    conda:
+        "../../envs/pipeline.yaml"
+    script:
+        "../scripts/evaluate.py"

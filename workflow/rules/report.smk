@@ -1,0 +1,30 @@
+# The report page: every checkpoint's evaluation, the training logs, the premise check, the
+# advantage analysis and critic QA, plus provenance. Its params are the whole config (provenance).
+rule report:
+    input:
+        eval_samples=[path.replace(".json", ".parquet") for path in eval_targets()],
+        eval_summaries=eval_targets(),
+        train_logs=train_log_targets(),
+        premise=f"results/seed_{ANALYSIS_SEED}/premise/round_0.json",
+        advantages=f"results/seed_{ANALYSIS_SEED}/advantages/aggregates.parquet",
+        advantage_figure_png=f"results/seed_{ANALYSIS_SEED}/advantages/figure.png",
+        advantage_figure_html=f"results/seed_{ANALYSIS_SEED}/advantages/figure.html",
+        critiques=critique_targets(),
+        models=used_model_dirs(),
+    output:
+        report(
+            "results/report.html",
+            caption="../report/report.rst",
+            category="Report",
+        ),
+    params:
+        config=canonical(config),
+        train_log_keys=train_log_keys(),
+        critique_seeds=[seed for seed in SEEDS for _ in critique_targets([seed])],
+        version=STAGE_VERSIONS["report"],
+    log:
+        "logs/report/report.log",
+    conda:
+        "../../envs/pipeline.yaml"
+    script:
+        "../scripts/report.py"
