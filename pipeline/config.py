@@ -212,6 +212,7 @@ class TracesConfig:
     prompt: PromptConfig
     engine: EngineConfig = EngineConfig()
     problems_per_round: int = 32
+    grpo_problems_per_round: int | None = None  # GRPO's problems per round; None: problems_per_round
     samples_per_problem: int = 1
     grpo_group_size: int = 8
     temperature: float = 1.0
@@ -222,6 +223,12 @@ class TracesConfig:
     def __post_init__(self) -> None:
         if self.problems_per_round < 1 or self.samples_per_problem < 1 or self.grpo_group_size < 2:
             raise ConfigError("traces: need problems_per_round >= 1, samples_per_problem >= 1, grpo_group_size >= 2")
+
+    def round_size(self, condition: str) -> tuple[int, int]:
+        """(problems per round, samples per problem) of ``condition``'s traces jobs."""
+        if condition == "grpo":
+            return self.grpo_problems_per_round or self.problems_per_round, self.grpo_group_size
+        return self.problems_per_round, self.samples_per_problem
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,12 +16,6 @@ Divergence = Literal["forward_kl", "reverse_kl", "jsd"]
 Support = Literal["topk", "tail"]
 
 
-def log1mexp(x: torch.Tensor) -> torch.Tensor:
-    """``log(1 - exp(x))`` for x <= 0, stable at both ends (-inf at x = 0)."""
-    x = x.clamp(max=0.0)
-    return torch.where(x > -0.6931, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
-
-
 def supported_logprobs(
     student_logprobs: torch.Tensor,
     teacher_ids: torch.Tensor,
@@ -38,7 +32,9 @@ def supported_logprobs(
     teacher_k = teacher_logprobs.float()
     if support == "topk":
         return teacher_k.log_softmax(-1), student_k.log_softmax(-1)
-    student_tail = log1mexp(torch.logsumexp(student_k, dim=-1))
+    # The student's tail summed directly over the ids outside the teacher's top-k: 1 - sum q_k would
+    # round to 0 (log -> -inf) wherever the student is near-certain, as it is on its own samples.
+    student_tail = torch.logsumexp(student_logprobs.scatter(-1, teacher_ids.long(), float("-inf")), dim=-1)
     # An empty teacher tail (k = vocabulary) means the student's is empty too, up to rounding.
     student_tail = torch.where(torch.isneginf(teacher_tail), torch.full_like(student_tail, float("-inf")), student_tail)
     teacher = torch.cat([teacher_k, teacher_tail.float()[..., None]], dim=-1)

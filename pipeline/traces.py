@@ -109,11 +109,9 @@ def generate_traces(
     from transformers import AutoTokenizer
 
     train = read_artifact(problems, schema=PROBLEMS_SCHEMA, artifact="problems")
-    ids = schedule(
-        train["problem_id"].to_list(), round_index=round_index, per_round=cfg.problems_per_round, seed=cfg.seed
-    )
+    per_round, n = cfg.round_size(condition)
+    ids = schedule(train["problem_id"].to_list(), round_index=round_index, per_round=per_round, seed=cfg.seed)
     picked = pl.DataFrame({"problem_id": ids}).unique(maintain_order=True).join(train, on="problem_id", how="left")
-    n = cfg.grpo_group_size if condition == "grpo" else cfg.samples_per_problem
     tokenizer = AutoTokenizer.from_pretrained(model)
     prompts = build_prompts(picked, tokenizer, cfg.prompt)
 

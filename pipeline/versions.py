@@ -13,7 +13,7 @@ STAGE_VERSIONS = {
     "query_critic": 2,
     "build_teacher_contexts": 1,
     "precompute_teacher_logprobs": 1,
-    "distill_student": 1,
+    "distill_student": 2,
     "train_grpo": 1,
     "analyse_advantages": 1,
     "evaluate": 1,

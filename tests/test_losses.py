@@ -9,7 +9,6 @@ from pipeline.losses import (
     divergence,
     group_advantages,
     k3_kl,
-    log1mexp,
     supported_logprobs,
 )
 
@@ -80,10 +79,28 @@ def test_gradients_flow_to_the_student_only(dists):
     assert logits.grad is not None and logits.grad.abs().sum() > 0
 
 
-def test_log1mexp():
-    x = torch.tensor([-1e-8, -0.5, -5.0, -50.0, 0.0])
-    assert torch.allclose(log1mexp(x)[:4], torch.log(1 - torch.exp(x[:4].double())).float(), rtol=1e-4)
-    assert torch.isneginf(log1mexp(x)[4])
+def test_tail_support_stays_finite_where_the_student_is_near_certain():
+    # A student that puts all but ~1e-9 of its mass on one token: 1 - sum(top-k q) rounds to 0 in
+    # fp32, but the teacher's tail is not empty. The loss and its gradient must stay finite.
+    logits = torch.full((2, 50), -25.0)
+    logits[:, 3] = 0.0
+    logits.requires_grad_(True)
+    student = logits.log_softmax(-1)
+    teacher_full = torch.randn(2, 50)
+    teacher_full[:, 3] += 4.0  # the student's certain token is in the teacher's top-k
+    ids, lps, tail = stored_topk(teacher_full.log_softmax(-1), 5)
+    teacher, student_s = supported_logprobs(student, ids, lps, tail, "tail")
+    assert torch.isfinite(student_s).all()
+    loss = divergence(teacher, student_s, "forward_kl").sum()
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
+    # and it equals the exact two-support KL computed in float64
+    student64 = logits.detach().double().log_softmax(-1)
+    outside = torch.ones(2, 50, dtype=torch.bool).scatter(-1, ids.long(), False)
+    q_tail = torch.logsumexp(student64.masked_fill(~outside, float("-inf")), -1)
+    p = torch.cat([lps.double(), tail.double()[:, None]], -1)
+    q = torch.cat([student64.gather(-1, ids.long()), q_tail[:, None]], -1)
+    assert loss.item() == pytest.approx(full_kl(p, q).sum().item(), rel=1e-4)
 
 
 def test_importance_weight_is_clipped_and_detached():
