@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import operator
 import os
 import tempfile
 import time
@@ -30,6 +31,7 @@ import polars as pl
 
 from pipeline.artifacts import EVAL_SAMPLES_SCHEMA, PROBLEMS_SCHEMA, read_artifact, write_artifact
 from pipeline.config import EvaluateConfig, PromptConfig
+from pipeline.critic import parse_arith_step
 from pipeline.engines import Completion, SamplingConfig, engine_from_config
 from pipeline.models import read_provenance
 from pipeline.tasks.solver_format import parse_response
@@ -82,6 +84,29 @@ def problem_metrics(samples: pl.DataFrame) -> pl.DataFrame:
     return frame
 
 
+_APPLY = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
+
+
+def miscalculated_step_rate(texts: Sequence[str]) -> float | None:
+    """Share of steps written as ``a op b = c`` whose own arithmetic is wrong (None: no such step).
+
+    A diagnostic of arithmetic skill that ignores whether the step is the right one to take.
+    """
+    checked = wrong = 0
+    for text in texts:
+        for step in parse_response(text).steps:
+            parsed = parse_arith_step(step.text)
+            if parsed is None:
+                continue
+            a, op, b, c = parsed
+            if op == "/" and b == 0:
+                continue
+            value = _APPLY[op](a, b)
+            checked += 1
+            wrong += abs(value - c) > 1e-6 * max(1.0, abs(value))
+    return wrong / checked if checked else None
+
+
 def bootstrap_ci(values: np.ndarray, *, resamples: int, seed: int, level: float = 0.95) -> np.ndarray:
     """Percentile bootstrap over rows (problems) of the column means of ``values`` [P, M] -> [M, 3].
 
@@ -120,7 +145,12 @@ def summarise(samples: pl.DataFrame, *, resamples: int, seed: int) -> dict[str, 
         "mean_length": round(float(per_problem["length"].mean()), 2),
         "format_rate": round(float(per_problem["format"].mean()), 4),
         "truncated_rate": round(float(per_problem["truncated"].mean()), 4),
+        "miscalculated_steps": _rounded(miscalculated_step_rate(samples["completion_text"].to_list())),
     }
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def samples_frame(

@@ -24,7 +24,7 @@ import numpy as np
 import polars as pl
 
 from pipeline.artifacts import CRITIQUES_SCHEMA, EVAL_SAMPLES_SCHEMA, TRAIN_LOG_SCHEMA, git_commit, read_artifact
-from pipeline.evaluate import bootstrap_ci, problem_metrics
+from pipeline.evaluate import bootstrap_ci, miscalculated_step_rate, problem_metrics
 from pipeline.models import read_provenance
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,7 @@ def checkpoint_table(samples: pl.DataFrame, *, resamples: int, seed: int) -> pl.
                 "seed_max_avg": max(float(f["avg"].mean()) for f in per_seed),
                 "length": float(pooled["length"].mean()),
                 "format_rate": float(pooled["format"].mean()),
+                "miscalculated_steps": miscalculated_step_rate(group["completion_text"].to_list()),
             }
         )  # fmt: skip
     return pl.DataFrame(rows).sort(pl.col("condition").replace_strict(_arm_rank(), default=99), "round")
@@ -347,7 +348,7 @@ def render_report(
         .map_elements(lambda r: _ci(r["avg"], r["avg_low"], r["avg_high"]), return_dtype=pl.String)
         .alias(f"Avg@{n} [95% CI]"),
         pl.col("maj").alias(f"Maj@{n}"), pl.col("pass_n").alias(f"Pass@{n}"),
-        "seed_min_avg", "seed_max_avg", "length", "format_rate",
+        "seed_min_avg", "seed_max_avg", "length", "format_rate", "miscalculated_steps",
     )  # fmt: skip
     curves = _img(training_curves_figure(training), "training curves") if training.height else "<p>No logs.</p>"
     sections = [
@@ -363,6 +364,8 @@ def render_report(
         "metrics averaged over seeds first).</p>",
         f"<h2>Avg@{n} per round</h2>{_img(avg_per_round_figure(checkpoints, n), 'Avg per round')}",
         html_table(per_round),
+        "<p class='note'>miscalculated_steps: share of the samples' <code>a op b = c</code> steps whose own "
+        "arithmetic is wrong (a diagnostic of arithmetic skill, blank when no step parses).</p>",
         f"<h2>Training curves</h2>{curves}",
         "<h2>Premise: re-solving with the teacher's context</h2>",
         "<p class='note'>The base solver re-solves the round-0 train problems with no context, with the reference "

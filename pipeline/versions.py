@@ -16,7 +16,7 @@ STAGE_VERSIONS = {
     "distill_student": 2,
     "train_grpo": 1,
     "analyse_advantages": 1,
-    "evaluate": 1,
+    "evaluate": 2,
     "check_premise": 1,
     "report": 1,
 }

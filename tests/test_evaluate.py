@@ -10,7 +10,15 @@ import pytest
 
 from pipeline.artifacts import EVAL_SAMPLES_SCHEMA
 from pipeline.engines import Completion
-from pipeline.evaluate import bootstrap_ci, majority_correct, pass_at_k, problem_metrics, samples_frame, summarise
+from pipeline.evaluate import (
+    bootstrap_ci,
+    majority_correct,
+    miscalculated_step_rate,
+    pass_at_k,
+    problem_metrics,
+    samples_frame,
+    summarise,
+)
 from pipeline.tasks.verify import normalize_answer
 
 
@@ -151,3 +159,13 @@ def test_samples_frame_parses_and_verifies():
     assert frame["format_ok"].to_list() == [True, True, False]
     assert frame["num_tokens"].to_list() == [3, 2, 1]
     assert frame["round"].unique().to_list() == [2] and frame["seed"].unique().to_list() == [1]
+
+
+def test_miscalculated_step_rate_checks_each_steps_own_arithmetic():
+    texts = [
+        "<step_1> 3 * 4 = 12 </step_1>\n<step_2> 12 - 5 = 8 </step_2>\n<answer> 8 </answer>",  # 1 of 2 wrong
+        "<step_1> 7 / 2 = 3.5 </step_1>\n<step_2> I add them </step_2>",  # right; the prose step is not checked
+        "<step_1> 5 + 0 = 5 </step_1>\n<step_2> 5 / 0 = 1 </step_2>",  # right; division by zero is not checked
+    ]
+    assert miscalculated_step_rate(texts) == pytest.approx(1 / 4)
+    assert miscalculated_step_rate(["<answer> 4 </answer>"]) is None
