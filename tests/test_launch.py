@@ -61,7 +61,7 @@ def test_torchrun_launch_reproduces_the_one_process_student(smoke_run, tmp_path)
     from pipeline.launch import run_distributed
     from tests.conftest import SMOKE_CONFIG
 
-    results = smoke_run / "results"
+    results = smoke_run / "results/seed_0"
     out_model = tmp_path / "round_1"
     params = yaml.safe_load(SMOKE_CONFIG.read_text())["distill"]
     params["optim"]["micro_batch_size"] = 1  # so that both processes get a sequence of each batch
