@@ -196,6 +196,23 @@ def model_label(model: Path) -> str:
     return f"{model.name}@{read_provenance(model)['weights_sha256'][:16]}"
 
 
+def sample_checkpoint(
+    model: Path, prompts: list[list[int]], *, n: int, cfg: EvaluateConfig
+) -> tuple[list[list[Completion]], float, float]:
+    """Start the configured engine on ``model`` and sample ``n`` completions per prompt.
+
+    Returns (completions, engine start-up seconds, sampling seconds); the engine is always closed.
+    """
+    sampling = SamplingConfig(n=n, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens)
+    engine = engine_from_config(cfg.engine, model, seed=cfg.seed)
+    try:
+        start = time.perf_counter()
+        completions = engine.generate(prompts, sampling)
+        return completions, engine.startup_s, time.perf_counter() - start
+    finally:
+        engine.close()
+
+
 def evaluate(
     *,
     problems: Path,
@@ -215,16 +232,9 @@ def evaluate(
 
     eval_set = read_artifact(problems, schema=PROBLEMS_SCHEMA, artifact="problems")
     prompts = build_prompts(eval_set, AutoTokenizer.from_pretrained(model), prompt)
-    sampling = SamplingConfig(
-        n=cfg.samples_per_problem, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens
+    completions, startup_s, seconds = sample_checkpoint(
+        model, prompts["prompt_token_ids"].to_list(), n=cfg.samples_per_problem, cfg=cfg
     )
-    engine = engine_from_config(cfg.engine, model, seed=cfg.seed)
-    try:
-        start = time.perf_counter()
-        completions = engine.generate(prompts["prompt_token_ids"].to_list(), sampling)
-        seconds = time.perf_counter() - start
-    finally:
-        engine.close()
     samples = samples_frame(eval_set, completions, condition=condition, round_index=round_index, seed=run_seed)
     label = model_label(model)
     summary = {
@@ -233,7 +243,7 @@ def evaluate(
         "seed": run_seed,
         "model": label,
         **summarise(samples, resamples=cfg.bootstrap_resamples, seed=cfg.seed),
-        "startup_s": round(engine.startup_s, 2),
+        "startup_s": round(startup_s, 2),
         "generate_s": round(seconds, 2),
         "tokens_per_s": round(int(samples["num_tokens"].sum()) / max(seconds, 1e-9), 1),
     }

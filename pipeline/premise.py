@@ -26,8 +26,8 @@ from pipeline.artifacts import (
     write_artifact,
 )
 from pipeline.config import EvaluateConfig
-from pipeline.engines import Completion, SamplingConfig, engine_from_config
-from pipeline.evaluate import bootstrap_ci, model_label, write_json
+from pipeline.engines import Completion
+from pipeline.evaluate import bootstrap_ci, model_label, sample_checkpoint, write_json
 from pipeline.tasks.solver_format import parse_response
 from pipeline.tasks.verify import verify_answer
 
@@ -123,14 +123,7 @@ def check_premise(
     train = read_artifact(problems, schema=PROBLEMS_SCHEMA, artifact="problems")
     answers = {row["problem_id"]: (row["answer"], row["verifier"]) for row in train.iter_rows(named=True)}
     prompts = premise_prompts(trace_frame, context_frames)
-    sampling = SamplingConfig(
-        n=cfg.premise_samples, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens
-    )
-    engine = engine_from_config(cfg.engine, model, seed=cfg.seed)
-    try:
-        completions = engine.generate(prompts["prompt"].to_list(), sampling)
-    finally:
-        engine.close()
+    completions, _, _ = sample_checkpoint(model, prompts["prompt"].to_list(), n=cfg.premise_samples, cfg=cfg)
     samples = premise_samples_frame(prompts, completions, answers)
     label = model_label(model)
     summary = {

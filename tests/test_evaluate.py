@@ -169,3 +169,33 @@ def test_miscalculated_step_rate_checks_each_steps_own_arithmetic():
     ]
     assert miscalculated_step_rate(texts) == pytest.approx(1 / 4)
     assert miscalculated_step_rate(["<answer> 4 </answer>"]) is None
+
+
+def test_evaluate_stage_writes_samples_and_summary(tiny_model_dir, tmp_path):
+    import json
+
+    import yaml
+
+    from pipeline.artifacts import PROBLEMS_SCHEMA, read_metadata, write_artifact
+    from pipeline.config import EngineConfig, EvaluateConfig, ProblemsConfig, PromptConfig, from_params
+    from pipeline.evaluate import evaluate
+    from pipeline.problems import arith_frames
+    from tests.conftest import SMOKE_CONFIG
+
+    smoke = yaml.safe_load(SMOKE_CONFIG.read_text())
+    _, eval_set = arith_frames(from_params(ProblemsConfig, smoke["problems"], where="problems"))
+    problems = write_artifact(
+        eval_set.head(3), tmp_path / "eval.parquet", schema=PROBLEMS_SCHEMA, artifact="problems", stage="test"
+    )
+    cfg = EvaluateConfig(engine=EngineConfig(backend="transformers"), samples_per_problem=4, max_tokens=8)
+    summary = evaluate(
+        problems=problems, model=tiny_model_dir, samples_out=tmp_path / "s.parquet", summary_out=tmp_path / "s.json",
+        condition="base", round_index=0, run_seed=3,
+        prompt=from_params(PromptConfig, smoke["traces"]["prompt"], where="traces.prompt"), cfg=cfg,
+    )  # fmt: skip
+    samples = pl.read_parquet(tmp_path / "s.parquet")
+    assert samples.height == 12 and samples["seed"].unique().to_list() == [3]
+    assert (samples["num_tokens"] <= 8).all()
+    assert json.loads((tmp_path / "s.json").read_text()) == summary
+    assert summary["avg"]["mean"] == pytest.approx(float(samples["is_correct"].mean()))
+    assert read_metadata(tmp_path / "s.parquet")["stage"] == "evaluate"
