@@ -141,7 +141,7 @@ def test_smoke_dag_evaluates_every_checkpoint_and_writes_the_report(smoke_run, t
         assert summary["avg"]["mean"] == pytest.approx(float(samples["is_correct"].mean()))
         assert [p["k"] for p in summary["pass_at_k"]] == list(range(1, 13))
     premise = json.loads((results / "premise/round_0.json").read_text())
-    assert list(premise["kinds"]) == ["none", "reference", "critique"]
+    assert set(premise["kinds"]) == {"none", "reference", "critique"}
     aggregates = pl.read_parquet(results / "advantages/aggregates.parquet")
     assert set(aggregates["context_kind"]) == {"reference", "critique", "critique_full_quote", "critique_labels_only"}
     page = (smoke_run / "results/report.html").read_text()
