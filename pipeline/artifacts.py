@@ -240,6 +240,27 @@ def write_artifact(
     return path
 
 
+def write_text_atomic(text: str, path: str | os.PathLike[str]) -> Path:
+    """Write ``text`` to ``path`` atomically (a temporary file in the same folder, then a rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json(payload: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write ``payload`` as indented, key-sorted JSON, atomically (summaries beside the Parquet)."""
+    return write_text_atomic(json.dumps(payload, indent=2, sort_keys=True), path)
+
+
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The pipeline metadata of an artifact, with ``params`` decoded from JSON."""
     raw = pl.read_parquet_metadata(path)

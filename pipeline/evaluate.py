@@ -15,11 +15,8 @@ CIs are percentile bootstrap intervals over problems. The core (:func:`summarise
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import operator
-import os
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -29,7 +26,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from pipeline.artifacts import EVAL_SAMPLES_SCHEMA, PROBLEMS_SCHEMA, read_artifact, write_artifact
+from pipeline.artifacts import EVAL_SAMPLES_SCHEMA, PROBLEMS_SCHEMA, read_artifact, write_artifact, write_json
 from pipeline.config import EvaluateConfig, PromptConfig
 from pipeline.critic import parse_arith_step
 from pipeline.engines import Completion, SamplingConfig, engine_from_config
@@ -179,16 +176,6 @@ def samples_frame(
                 }
             )
     return pl.DataFrame(rows, schema=EVAL_SAMPLES_SCHEMA)
-
-
-def write_json(payload: dict[str, Any], path: Path) -> None:
-    """Write ``payload`` as indented JSON, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=True)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 def model_label(model: Path) -> str:

@@ -24,10 +24,11 @@ from pipeline.artifacts import (
     TRACES_SCHEMA,
     read_artifact,
     write_artifact,
+    write_json,
 )
 from pipeline.config import EvaluateConfig
 from pipeline.engines import Completion
-from pipeline.evaluate import bootstrap_ci, model_label, sample_checkpoint, write_json
+from pipeline.evaluate import bootstrap_ci, model_label, sample_checkpoint
 from pipeline.tasks.solver_format import parse_response
 from pipeline.tasks.verify import verify_answer
 

@@ -23,7 +23,14 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from pipeline.artifacts import CRITIQUES_SCHEMA, EVAL_SAMPLES_SCHEMA, TRAIN_LOG_SCHEMA, git_commit, read_artifact
+from pipeline.artifacts import (
+    CRITIQUES_SCHEMA,
+    EVAL_SAMPLES_SCHEMA,
+    TRAIN_LOG_SCHEMA,
+    git_commit,
+    read_artifact,
+    write_text_atomic,
+)
 from pipeline.evaluate import bootstrap_ci, miscalculated_step_rate, problem_metrics
 from pipeline.models import read_provenance
 
@@ -438,10 +445,7 @@ def report(
         ),
         provenance_record=provenance(config, model_dirs),
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(page)
-    tmp.replace(out)
+    write_text_atomic(page, out)
     table = table_one(checkpoints)
     log.info("report: %s\n%s", out, checkpoints)
     return {"checkpoints": checkpoints.to_dicts(), "table_one": table.to_dicts()}

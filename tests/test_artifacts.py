@@ -41,3 +41,14 @@ def test_failed_write_leaves_old_file_and_no_temp(tmp_path, monkeypatch):
         write_artifact(frame(), path, schema=SCHEMA, artifact="toy", stage="s")
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["x.parquet"]
+
+
+def test_write_json_is_atomic_and_sorted(tmp_path):
+    import json
+
+    from pipeline.artifacts import write_json
+
+    path = write_json({"b": 1, "a": [0.5]}, tmp_path / "sub" / "summary.json")
+    assert path.read_text() == json.dumps({"a": [0.5], "b": 1}, indent=2)
+    assert [p.name for p in path.parent.iterdir()] == ["summary.json"]  # no temporary file left
+    assert oct(path.stat().st_mode & 0o777) == "0o644"
