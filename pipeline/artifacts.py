@@ -7,11 +7,12 @@ key/value metadata (schema version, stage, params, model). Read any of them lazi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import polars as pl
 
 SCHEMA_VERSION = 1
 META_PREFIX = "pipeline."
+PROVENANCE_FILE = "pipeline_model.json"  # in every model folder: spec, sources, weights hash
 
 STEP_STRUCT = pl.Struct({"a": pl.Int64, "op": pl.String, "b": pl.Int64, "result": pl.Int64})
 
@@ -94,7 +96,8 @@ CONTEXTS_SCHEMA = pl.Schema(
         "condition": pl.String,
         "round": pl.Int32,
         "context_kind": pl.String,  # reference | critique | critique_full_quote | critique_labels_only
-        "context_text": pl.String,  # what was added to the solver's user turn
+        "layout": pl.String,  # inline | anchor | anchor_example | multi_turn (pipeline.tasks.teacher_prompts)
+        "context_text": pl.String,  # the context's body, as placed by the layout
         "teacher_prompt": pl.String,
         "teacher_prompt_token_ids": pl.List(pl.Int32),
         "template_version": pl.String,
@@ -116,7 +119,10 @@ TRAIN_LOG_SCHEMA = pl.Schema(
         "is_ratio_max": pl.Float32,
         "is_clipped_frac": pl.Float32,
         "mean_reward": pl.Float32,  # GRPO only
-        "tokens": pl.Int32,
+        "student_entropy": pl.Float32,  # mean over the batch's completion tokens, full vocabulary (nats)
+        "teacher_entropy": pl.Float32,  # distillation: the target's, on its top-k + tail support (a lower bound)
+        "tokens": pl.Int32,  # completion tokens processed
+        "loss_tokens": pl.Int32,  # of which carried loss (distill.token_mask and friends)
         "tokens_per_s": pl.Float32,
     }
 )
@@ -131,6 +137,7 @@ EVAL_SAMPLES_SCHEMA = pl.Schema(
         "sample_idx": pl.Int32,
         "completion_text": pl.String,
         "num_tokens": pl.Int32,
+        "sum_logprob": pl.Float64,  # sum of the sampled tokens' temperature-1 log-probs (entropy estimate)
         "finish_reason": pl.String,
         "extracted_answer": pl.String,
         "answer_key": pl.String,  # the answer normalised by the problem's verifier (Maj@n votes on it)
@@ -144,7 +151,8 @@ PREMISE_SAMPLES_SCHEMA = pl.Schema(
     {
         "trace_id": pl.String,
         "problem_id": pl.String,
-        "context_kind": pl.String,  # none (the plain solver prompt), reference, critique
+        "layout": pl.String,  # the teacher prompt's layout; none for the plain solver prompt
+        "context_kind": pl.String,  # none (the plain solver prompt), reference, critique, ...
         "original_correct": pl.Boolean,  # was the round-0 trace itself correct?
         "sample_idx": pl.Int32,
         "completion_text": pl.String,
@@ -152,6 +160,17 @@ PREMISE_SAMPLES_SCHEMA = pl.Schema(
         "extracted_answer": pl.String,
         "format_ok": pl.Boolean,
         "is_correct": pl.Boolean,
+    }
+)
+PREMISE_ADVANTAGES_SCHEMA = pl.Schema(
+    {
+        "trace_id": pl.String,
+        "problem_id": pl.String,
+        "layout": pl.String,
+        "context_kind": pl.String,
+        "original_correct": pl.Boolean,
+        "categories": pl.List(pl.String),  # per completion token (pipeline.tasks.token_spans.CATEGORIES)
+        "advantages": pl.List(pl.Float32),  # per completion token: A_t = teacher - student log-prob
     }
 )
 
@@ -277,3 +296,37 @@ def read_artifact(path: str | os.PathLike[str], *, schema: pl.Schema, artifact: 
     frame = pl.read_parquet(path)
     validate_frame(frame, schema, artifact=artifact)
     return frame
+
+
+# ---------------------------------------------------------------------------------------------
+# Model folders: the provenance record every stage cites.
+
+
+def hash_files(paths: Iterable[Path]) -> str:
+    """sha256 over the given files' names and bytes, in sorted order."""
+    digest = hashlib.sha256()
+    for path in sorted(paths, key=lambda p: p.name):
+        digest.update(path.name.encode())
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 24):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def weights_hash(model_dir: Path) -> str:
+    """A hash of a model folder's weight files (safetensors or bin)."""
+    files = [p for p in model_dir.iterdir() if p.suffix in (".safetensors", ".bin")]
+    return hash_files(files)
+
+
+def read_provenance(model_dir: Path) -> dict:
+    """The provenance record ``prepare_model`` wrote, or a minimal one for foreign folders."""
+    path = Path(model_dir) / PROVENANCE_FILE
+    if path.is_file():
+        return json.loads(path.read_text())
+    return {"name": Path(model_dir).name, "weights_sha256": weights_hash(Path(model_dir))}
+
+
+def model_label(model: Path) -> str:
+    """``<folder>@<weights sha256 prefix>``: how artifacts name the model that made them."""
+    return f"{Path(model).name}@{read_provenance(model)['weights_sha256'][:16]}"

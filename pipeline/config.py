@@ -80,6 +80,15 @@ def canonical(section: Any) -> Any:
     return section
 
 
+def merged(section: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``section`` with ``overrides`` applied; nested mappings merge key by key."""
+    out = dict(section)
+    for key, value in overrides.items():
+        both = isinstance(value, Mapping) and isinstance(out.get(key), Mapping)
+        out[key] = merged(out[key], value) if both else value
+    return out
+
+
 def with_run_seed(section: Any, run_seed: int) -> Any:
     """A config section with every ``seed`` key (at any depth) offset by the run's seed.
 
@@ -258,8 +267,18 @@ class CriticConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class LayoutClosings:
+    """The line that closes the teacher's context in each layout (see pipeline.tasks.teacher_prompts)."""
+
+    inline: str
+    anchor: str
+    anchor_example: str
+    multi_turn: str
+
+
+@dataclasses.dataclass(frozen=True)
 class ContextTemplates:
-    """How each context kind is appended to the solver's user message (placeholders in braces)."""
+    """The body of each context kind (placeholders in braces) and each layout's closing line."""
 
     version: str
     reference: str  # {reference}
@@ -268,6 +287,11 @@ class ContextTemplates:
     critique_labels_only: str  # {verdict}
     wrong_step: str  # verdict line: {step}, {correction}
     all_correct: str  # verdict line when no step is wrong
+    closing: LayoutClosings
+
+
+Layout = Literal["inline", "anchor", "anchor_example", "multi_turn"]
+ContextKind = Literal["reference", "critique", "critique_full_quote", "critique_labels_only"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -275,6 +299,7 @@ class ContextsConfig:
     """``build_teacher_contexts``: the teacher's view of each trace."""
 
     templates: ContextTemplates
+    layout: Layout
     enable_thinking: bool = False  # the teacher role's chat-template thinking flag
 
 
@@ -324,14 +349,26 @@ class OptimConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DistillConfig:
-    """``distill_student``: the divergence to the stored teacher, and the training setup."""
+    """``distill_student``: the divergence to the stored teacher, which tokens carry it, and training."""
 
     loss: Literal["forward_kl", "reverse_kl", "jsd"] = "forward_kl"
     support: Literal["topk", "tail"] = "tail"
     jsd_beta: float = 0.5
     is_clip: float = 2.0  # cap of the truncated importance weight (used after the first step)
+    # Which tokens carry loss: every one (the paper's), up to and including the critic's first wrong
+    # step, or the first wrong step only.
+    token_mask: Literal["all", "through_first_error", "first_error"] = "all"
+    skip_correct: bool = False  # traces with the right answer get no loss (the anchors' self-success rule)
+    # A guard against flattening: only tokens where the teacher's top token differs from the sampled
+    # one and the teacher is surer of it than the student is of its own token.
+    token_filter: Literal["none", "teacher_disagrees"] = "none"
+    teacher_temperature: float = 1.0  # < 1 sharpens the stored teacher distribution before the loss
     lora: LoraSettings | None = LoraSettings()  # None: full fine-tuning (the tiny model)
     optim: OptimConfig = OptimConfig()
+
+    def __post_init__(self) -> None:
+        if self.teacher_temperature <= 0:
+            raise ConfigError("distill.teacher_temperature must be > 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -368,9 +405,31 @@ class EvaluateConfig:
     top_p: float = 1.0
     max_tokens: int = 160
     bootstrap_resamples: int = 1000  # 95% CIs: problems resampled with replacement
-    premise_samples: int = 4  # check_premise: samples per trace and context
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.samples_per_problem < 1 or self.premise_samples < 1 or self.bootstrap_resamples < 1:
-            raise ConfigError("evaluate: samples_per_problem, premise_samples and bootstrap_resamples must be >= 1")
+        if self.samples_per_problem < 1 or self.bootstrap_resamples < 1:
+            raise ConfigError("evaluate: samples_per_problem and bootstrap_resamples must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class PremiseConfig:
+    """``check_premise``: which teacher prompts to measure on the round-0 train traces, and how."""
+
+    layouts: tuple[Layout, ...] = ("inline", "anchor", "anchor_example", "multi_turn")
+    kinds: tuple[ContextKind, ...] = ("reference", "critique")
+    samples: int = 4  # re-solves per trace and (layout, kind)
+    advantages: bool = True  # also score A_t per (layout, kind) with score_engine
+    engine: EngineConfig = EngineConfig()  # samples the re-solves
+    score_engine: EngineConfig = EngineConfig(backend="transformers")  # scores A_t (exact)
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 160
+    bootstrap_resamples: int = 1000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.layouts or not self.kinds:
+            raise ConfigError("premise: layouts and kinds must not be empty")
+        if self.samples < 1 or self.bootstrap_resamples < 1:
+            raise ConfigError("premise: samples and bootstrap_resamples must be >= 1")

@@ -29,16 +29,13 @@ import polars as pl
 from pipeline.artifacts import CRITIQUES_SCHEMA, PROBLEMS_SCHEMA, TRACES_SCHEMA, read_artifact, write_artifact
 from pipeline.config import CriticConfig, LLMCriticConfig
 from pipeline.engines import Engine, SamplingConfig, engine_from_config
+from pipeline.tasks.arith import parse_arith_step
 from pipeline.tasks.critique_qa import alignment_score, answer_leak, first_changed_step
 from pipeline.tasks.solver_format import StepSpan, parse_response, render_chat_prompt
 
 log = logging.getLogger(__name__)
 STAGE = "query_critic"
 ORACLE_VERSION = "oracle-v1"
-
-_OPS = {"+": "+", "-": "-", "*": "*", "x": "*", "×": "*", "/": "/", "÷": "/"}
-_NUM = r"-?\d+(?:\.\d+)?"
-_STEP_RE = re.compile(rf"^\s*({_NUM})\s*([-+*/x×÷])\s*({_NUM})\s*=\s*({_NUM})(?:\s+[A-Za-z ]*)?\s*\.?\s*$")
 
 
 @dataclass(frozen=True)
@@ -52,15 +49,6 @@ class Review:
     critique_text: str | None
     parse_error: str | None = None
     fallback: str | None = None
-
-
-def parse_arith_step(text: str) -> tuple[float, str, float, float] | None:
-    """``a op b = c`` (with x, ×, ÷ and trailing unit words allowed), or None."""
-    match = _STEP_RE.match(text)
-    if match is None:
-        return None
-    a, op, b, c = match.groups()
-    return float(a), _OPS[op], float(b), float(c)
 
 
 def step_matches(text: str, truth: dict[str, Any]) -> bool:

@@ -5,20 +5,28 @@ compares it with the stored teacher top-k (forward KL by default, or reverse KL 
 on the renormalised top-k or with the tail bucket). The teacher is fixed: nothing recomputes it.
 After the first optimizer step the student has moved away from the policy that sampled the traces,
 so each token's loss is weighted by the truncated importance ratio current / generation-time.
+
+Which tokens carry loss follows the feedback (:func:`loss_mask`): every token (the paper's), up to
+and including the critic's first wrong step, or that step alone; traces with the right answer can
+be skipped; and a guard keeps only tokens where the teacher is surer of another token than the
+student is of its own. The loss is the mean over the tokens that carry it. Every step logs the
+student's and the teacher's mean token entropy, so a flattening student shows as it happens.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import torch
 
 from pipeline.artifacts import TRACES_SCHEMA, read_artifact
 from pipeline.config import DistillConfig
-from pipeline.losses import clipped_importance_weight, divergence, supported_logprobs
+from pipeline.losses import clipped_importance_weight, divergence, entropy, sharpen, supported_logprobs
 from pipeline.training import (
     StepStats,
     completion_logits,
@@ -32,6 +40,50 @@ log = logging.getLogger(__name__)
 STAGE = "distill_student"
 
 
+def token_mask(categories: Sequence[str], mode: str) -> list[bool]:
+    """Which tokens carry loss under ``distill.token_mask``, from their categories.
+
+    ``all``: every token. ``through_first_error``: every token except those after the critic's first
+    wrong step (there the student's own continuation has left the critique's path); a trace without
+    a located wrong step keeps every token. ``first_error``: the tokens of the first wrong step only.
+    """
+    if mode == "all":
+        return [True] * len(categories)
+    if mode == "through_first_error":
+        return [c != "after_error" for c in categories]
+    if mode == "first_error":
+        return [c == "first_wrong" for c in categories]
+    raise ValueError(f"unknown token_mask {mode!r}")
+
+
+def teacher_disagrees(
+    topk_ids: np.ndarray, topk_logprobs: np.ndarray, completion_ids: Sequence[int], student_logprobs: Sequence[float]
+) -> list[bool]:
+    """Tokens where the teacher's top token is not the sampled one and the teacher is surer of it than
+    the student that sampled the trace was of its own token (``student_logprobs``, generation time)."""
+    top_ids, top_lp = np.asarray(topk_ids)[:, 0], np.asarray(topk_logprobs, dtype=np.float32)[:, 0]
+    return ((top_ids != np.asarray(completion_ids)) & (top_lp > np.asarray(student_logprobs))).tolist()
+
+
+def loss_mask(row: Mapping[str, Any], cfg: DistillConfig) -> list[bool]:
+    """The tokens of one joined teacher/trace row that carry loss.
+
+    ``row`` holds ``token_categories``, ``is_correct``, and for the ``teacher_disagrees`` guard the
+    stored ``topk_ids``/``topk_logprobs``, ``completion_token_ids`` and ``completion_logprobs``.
+    """
+    categories = row["token_categories"]
+    if cfg.skip_correct and row["is_correct"]:
+        return [False] * len(categories)
+    mask = token_mask(categories, cfg.token_mask)
+    if cfg.token_filter == "teacher_disagrees":
+        guard = teacher_disagrees(
+            np.asarray(row["topk_ids"]), np.asarray(row["topk_logprobs"]),
+            row["completion_token_ids"], row["completion_logprobs"],
+        )  # fmt: skip
+        mask = [m and g for m, g in zip(mask, guard)]
+    return mask
+
+
 def distill_loss(
     logits: torch.Tensor,
     topk_ids: torch.Tensor,
@@ -39,29 +91,44 @@ def distill_loss(
     tail_logmass: torch.Tensor,
     behaviour_logprobs: torch.Tensor,
     completion_ids: torch.Tensor,
+    mask: torch.Tensor,
     cfg: DistillConfig,
     *,
     importance: bool,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Per-token loss ``[T]`` for one completion, and per-token diagnostics (no gradient)."""
+    """Per-token loss ``[T]`` for one completion (zero where ``mask``, :func:`loss_mask`'s, is
+    False), and per-token diagnostics (no gradient)."""
     student = logits.log_softmax(-1)
     teacher_lp, student_lp = supported_logprobs(student, topk_ids, topk_logprobs, tail_logmass, cfg.support)
+    teacher_lp = sharpen(teacher_lp, cfg.teacher_temperature)
     per_token = divergence(teacher_lp, student_lp, cfg.loss, beta=cfg.jsd_beta)
     realised = student.gather(-1, completion_ids[:, None].long()).squeeze(-1)
     ratio = torch.exp(realised.detach() - behaviour_logprobs)
     if importance:
         per_token = per_token * clipped_importance_weight(realised, behaviour_logprobs, cfg.is_clip)
+    per_token = torch.where(mask, per_token, torch.zeros_like(per_token))
     with torch.no_grad():
         forward = divergence(*supported_logprobs(student, topk_ids, topk_logprobs, tail_logmass, "tail"), "forward_kl")
-    stats = {"kl": forward, "ratio": ratio, "teacher_mass": topk_logprobs.float().exp().sum(-1)}
+        stats = {
+            "kl": forward,
+            "ratio": ratio,
+            "teacher_mass": topk_logprobs.float().exp().sum(-1),
+            "mask": mask,
+            "student_entropy": entropy(student),
+            "teacher_entropy": entropy(teacher_lp),
+        }
     return per_token, stats
 
 
-def training_rows(teacher: pl.DataFrame, traces: pl.DataFrame) -> pl.DataFrame:
-    """Teacher rows joined with the no-context prompt and generation-time log-probs."""
-    return teacher.join(
+def training_rows(teacher: pl.DataFrame, traces: pl.DataFrame, cfg: DistillConfig) -> pl.DataFrame:
+    """Teacher rows joined with the no-context prompt and generation-time log-probs, with each
+    row's ``loss_mask``; rows with no token carrying loss are dropped."""
+    rows = teacher.join(
         traces.select("trace_id", "prompt_token_ids", "completion_logprobs"), on="trace_id", how="inner"
     ).filter(pl.col("completion_token_ids").list.len() > 0)
+    masks = [loss_mask(row, cfg) for row in rows.iter_rows(named=True)]
+    rows = rows.with_columns(loss_mask=pl.Series(masks, dtype=pl.List(pl.Boolean)))
+    return rows.filter(pl.col("loss_mask").list.any())
 
 
 def train_distill(model: Any, rows: pl.DataFrame, cfg: DistillConfig) -> pl.DataFrame:
@@ -80,34 +147,42 @@ def train_distill(model: Any, rows: pl.DataFrame, cfg: DistillConfig) -> pl.Data
                 torch.tensor(row["tail_logmass"], device=device),
                 torch.tensor(row["completion_logprobs"], device=device),
                 torch.tensor(row["completion_token_ids"], device=device),
+                torch.tensor(row["loss_mask"], device=device),
                 cfg,
                 importance=step > 0,
             )
             loss = loss + per_token.sum() / batch_tokens
-            stats.kl += diag["kl"].sum().item()
-            stats.teacher_mass += diag["teacher_mass"].sum().item()
-            stats.add_ratio(diag["ratio"], diag["ratio"] > cfg.is_clip)
+            mask = diag["mask"]
+            stats.kl += diag["kl"][mask].sum().item()
+            stats.teacher_mass += diag["teacher_mass"][mask].sum().item()
+            stats.add_ratio(diag["ratio"][mask], diag["ratio"][mask] > cfg.is_clip)
+            stats.add_entropy(diag["student_entropy"], diag["teacher_entropy"])
         return loss
 
-    return train_loop(model, rows, cfg.optim, micro_step)
+    return train_loop(model, rows, cfg.optim, micro_step, token_counts=rows["loss_mask"].list.sum().to_list())
 
 
 def distill_student(
     *, teacher_logprobs: Path, traces: Path, student: Path, out_model: Path, out_log: Path, cfg: DistillConfig
 ) -> dict[str, Any]:
     """Train round r's ``student`` toward the stored teacher; save round r+1's checkpoint and log."""
-    rows = training_rows(
-        pl.read_parquet(teacher_logprobs), read_artifact(traces, schema=TRACES_SCHEMA, artifact="traces")
-    )
+    teacher = pl.read_parquet(teacher_logprobs)
+    rows = training_rows(teacher, read_artifact(traces, schema=TRACES_SCHEMA, artifact="traces"), cfg)
     if rows.height == 0:
-        raise ValueError(f"{teacher_logprobs}: no trace with a completion to distill on")
+        log.warning(
+            "%s: no trace has a token that carries loss (token_mask %r, skip_correct %s, token_filter %r) among %d "
+            "traces: the student is saved unchanged",
+            teacher_logprobs, cfg.token_mask, cfg.skip_correct, cfg.token_filter, teacher.height,
+        )  # fmt: skip
     model, tokenizer, base_dir = load_student(student, cfg.lora)
     train_log = train_distill(model, rows, cfg)
     stats = {
         "steps": train_log.height,
         "traces": rows.height,
-        "first_kl": float(train_log["kl"][0]),
-        "last_kl": float(train_log["kl"][-1]),
+        "traces_without_loss": teacher.height - rows.height,
+        "loss_tokens": int(rows["loss_mask"].list.sum().sum()),
+        "first_kl": float(train_log["kl"][0]) if train_log.height else None,
+        "last_kl": float(train_log["kl"][-1]) if train_log.height else None,
         "tokens_per_s": mean_tokens_per_s(train_log),
     }
     write_training_outputs(

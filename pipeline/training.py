@@ -20,10 +20,9 @@ from typing import Any
 import polars as pl
 import torch
 
-from pipeline.artifacts import TRAIN_LOG_SCHEMA, write_artifact
+from pipeline.artifacts import PROVENANCE_FILE, TRAIN_LOG_SCHEMA, weights_hash, write_artifact
 from pipeline.config import LoraSettings, OptimConfig
 from pipeline.engines.checkpoint import resolve_checkpoint
-from pipeline.models import PROVENANCE_FILE, weights_hash
 
 log = logging.getLogger(__name__)
 
@@ -166,33 +165,50 @@ class StepStats:
         self.ratio_max = 0.0
         self.clipped = 0.0
         self.rewards: list[float] = []  # GRPO: the batch's sequence rewards
+        self.student_entropy = 0.0  # token sums over every completion token of the batch
+        self.teacher_entropy: float | None = None
+        self.entropy_tokens = 0
 
     def add_ratio(self, ratio: torch.Tensor, clipped: torch.Tensor) -> None:
+        if ratio.numel() == 0:
+            return
         self.ratio += ratio.sum().item()
         self.ratio_max = max(self.ratio_max, ratio.max().item())
         self.clipped += clipped.sum().item()
+
+    def add_entropy(self, student: torch.Tensor, teacher: torch.Tensor | None = None) -> None:
+        """Per-token entropies ``[T]`` of one completion: the student's, and the teacher's if any."""
+        self.student_entropy += student.sum().item()
+        if teacher is not None:
+            self.teacher_entropy = (self.teacher_entropy or 0.0) + teacher.sum().item()
+        self.entropy_tokens += len(student)
 
 
 MicroStep = Callable[[pl.DataFrame, int, int, StepStats], torch.Tensor]
 
 
-def train_loop(model: Any, rows: pl.DataFrame, cfg: OptimConfig, micro_step: MicroStep) -> pl.DataFrame:
+def train_loop(
+    model: Any, rows: pl.DataFrame, cfg: OptimConfig, micro_step: MicroStep, token_counts: Sequence[int] | None = None
+) -> pl.DataFrame:
     """Optimise over ``rows`` and return the training log (one row per optimizer step).
 
     ``micro_step(chunk, batch_tokens, step, stats)`` returns the chunk's share of the batch loss
     (its token sum divided by ``batch_tokens``, so accumulation gives the token mean over the whole
-    batch) and adds its diagnostics to ``stats``.
+    batch) and adds its diagnostics to ``stats``. ``token_counts``: per row, the tokens that carry
+    loss (default: every completion token).
     """
     torch.manual_seed(cfg.seed)
     total = steps_per_run(rows.height, cfg)
     optimizer, scheduler = make_optimizer(model, cfg, total)
     trainable = [p for p in model.parameters() if p.requires_grad]
     lengths = rows["completion_token_ids"].list.len().to_list()
+    counts = lengths if token_counts is None else list(token_counts)
     records = []
     rank, world = dist_rank_world()
     for step, (epoch, micro_batches) in enumerate(batches(rows.height, cfg)):
         start = time.perf_counter()
-        batch_tokens = sum(lengths[i] for mb in micro_batches for i in mb)
+        batch_tokens = sum(counts[i] for mb in micro_batches for i in mb)
+        processed = sum(lengths[i] for mb in micro_batches for i in mb)
         stats = StepStats()
         for indices in micro_batches[rank::world]:  # each process takes its share of the batch
             loss = micro_step(rows[indices], batch_tokens, step, stats)
@@ -219,13 +235,20 @@ def train_loop(model: Any, rows: pl.DataFrame, cfg: OptimConfig, micro_step: Mic
                 "is_ratio_max": stats.ratio_max,
                 "is_clipped_frac": stats.clipped / batch_tokens,
                 "mean_reward": sum(stats.rewards) / len(stats.rewards) if stats.rewards else None,
-                "tokens": batch_tokens,
-                "tokens_per_s": batch_tokens / seconds,
+                "student_entropy": stats.student_entropy / max(stats.entropy_tokens, 1),
+                "teacher_entropy": (
+                    None if stats.teacher_entropy is None else stats.teacher_entropy / max(stats.entropy_tokens, 1)
+                ),
+                "tokens": processed,
+                "loss_tokens": batch_tokens,
+                "tokens_per_s": processed / seconds,
             }
         )
         log.info(
-            "step %d/%d loss %.4f kl %.4f grad %.3f %.0f tok/s",
-            step + 1, total, stats.loss, records[-1]["kl"], grad_norm, batch_tokens / seconds,
+            "step %d/%d loss %.4f kl %.4f grad %.3f entropy %.3f (teacher %s) %.0f tok/s",
+            step + 1, total, stats.loss, records[-1]["kl"], grad_norm, records[-1]["student_entropy"],
+            "-" if records[-1]["teacher_entropy"] is None else f"{records[-1]['teacher_entropy']:.3f}",
+            processed / seconds,
         )  # fmt: skip
     return pl.DataFrame(records, schema=TRAIN_LOG_SCHEMA)
 
@@ -252,11 +275,17 @@ def all_reduce_step(trainable: Sequence[torch.nn.Parameter], stats: StepStats) -
             p.grad = torch.zeros_like(p)
         dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
     sums = torch.tensor(
-        [stats.loss, stats.kl, stats.teacher_mass or 0.0, stats.ratio, stats.clipped], dtype=torch.float64
-    )
+        [
+            stats.loss, stats.kl, stats.teacher_mass or 0.0, stats.ratio, stats.clipped, stats.student_entropy,
+            stats.teacher_entropy or 0.0, stats.entropy_tokens,
+        ],
+        dtype=torch.float64,
+    )  # fmt: skip
     dist.all_reduce(sums, op=dist.ReduceOp.SUM)
-    stats.loss, stats.kl, mass, stats.ratio, stats.clipped = sums.tolist()
+    stats.loss, stats.kl, mass, stats.ratio, stats.clipped, stats.student_entropy, teacher_entropy, n = sums.tolist()
     stats.teacher_mass = None if stats.teacher_mass is None else mass
+    stats.teacher_entropy = None if stats.teacher_entropy is None else teacher_entropy
+    stats.entropy_tokens = int(n)
     top = torch.tensor([stats.ratio_max], dtype=torch.float64)
     dist.all_reduce(top, op=dist.ReduceOp.MAX)
     stats.ratio_max = top.item()
@@ -265,6 +294,8 @@ def all_reduce_step(trainable: Sequence[torch.nn.Parameter], stats: StepStats) -
     stats.rewards = [r for part in gathered for r in part]
 
 
-def mean_tokens_per_s(train_log: pl.DataFrame) -> float:
-    """Tokens over total step time, across a training log."""
+def mean_tokens_per_s(train_log: pl.DataFrame) -> float | None:
+    """Tokens over total step time, across a training log (None: no step)."""
+    if train_log.height == 0:
+        return None
     return float(train_log["tokens"].sum() / (train_log["tokens"] / train_log["tokens_per_s"]).sum())

@@ -9,16 +9,14 @@ from pipeline.advantages import (
     STAGE,
     aggregate,
     analyse_advantages,
-    categorise_tokens,
     figure_trace_ids,
     render_html,
-    token_char_spans,
 )
 from pipeline.artifacts import CRITIQUES_SCHEMA, TRACES_SCHEMA, read_artifact, read_metadata, write_artifact
 from pipeline.config import AdvantagesConfig
-from pipeline.contexts import CONTEXT_KINDS
 from pipeline.engines import TokenScores
 from pipeline.tasks.solver_format import parse_response
+from pipeline.tasks.teacher_prompts import CONTEXT_KINDS
 from pipeline.teacher import teacher_frame, teacher_logprobs_schema
 
 WRONG_TEXT = (
@@ -39,90 +37,9 @@ def spans_of(pieces):
     return spans
 
 
-def test_categories_of_a_trace_wrong_at_step_2_of_3():
-    pieces = [
-        "<step_1> 2 + 3 = 5 </step_1>",
-        "\n",
-        "<step_2> 5 * 4",
-        " = 21 </step_2>",
-        "\n<step_3>",
-        " 21 - 1 = 20 </step_3>\n",
-        "<answer> 20",
-        " </answer>",
-        "",  # EOS
-    ]
-    assert "".join(pieces) == WRONG_TEXT
-    categories = categorise_tokens(spans_of(pieces), WRONG_TEXT, step_spans(WRONG_TEXT), 2)
-    assert categories == [
-        "pre_error",
-        "pre_error",
-        "first_wrong",
-        "first_wrong",
-        "after_error",
-        "after_error",
-        "answer",
-        "answer",
-        "answer",
-    ]
-    # a token straddling the wrong step's opening tag belongs to it
-    straddling = ["<step_1> 2 + 3 = 5 </step_", "1>\n<st", WRONG_TEXT[len("<step_1> 2 + 3 = 5 </step_1>\n<st") :]]
-    assert categorise_tokens(spans_of(straddling), WRONG_TEXT, step_spans(WRONG_TEXT), 2)[:2] == [
-        "pre_error",
-        "first_wrong",
-    ]
-
-
-def test_categories_of_a_correct_trace_and_edge_cases():
-    pieces = ["<step_1> 2 + 3 = 5 </step_1>\n", "<step_2> 5 * 4 = 20 </step_2>\n", "<answer>", " 20 </answer>", ""]
-    spans = spans_of(pieces)
-    assert categorise_tokens(spans, CORRECT_TEXT, step_spans(CORRECT_TEXT), None) == [
-        "pre_error",
-        "pre_error",
-        "answer",
-        "answer",
-        "answer",
-    ]
-    # a wrong step the trace does not have locates nothing
-    assert categorise_tokens(spans, CORRECT_TEXT, step_spans(CORRECT_TEXT), 5).count("first_wrong") == 0
-    # no answer tag: no answer tokens; the trailing EOS is after the error
-    text = "<step_1> 1 + 1 = 3 </step_1>\n<step_2> 3 + 1 = 4"
-    cats = categorise_tokens(
-        spans_of(["<step_1> 1 + 1 = 3 </step_1>", "\n<step_2> 3 + 1 = 4", ""]), text, step_spans(text), 1
-    )
-    assert cats == ["first_wrong", "after_error", "after_error"]
-
-
 @pytest.fixture(scope="module")
 def tokenizer(tiny_model_dir):
     return AutoTokenizer.from_pretrained(tiny_model_dir)
-
-
-def test_char_spans_with_the_tiny_tokenizer(tokenizer):
-    text = WRONG_TEXT.replace("21 - 1", "21 - 1 é 中")
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    spans = token_char_spans(ids, text, tokenizer)
-    assert len(spans) == len(ids)
-    assert "".join(text[a:b] for a, b in spans) == text
-    assert spans[-1] == (len(text), len(text))  # EOS decodes to nothing
-    # "中" takes several byte-level tokens: all but the last get an empty span where it starts
-    cjk = text.index("中")
-    assert [s for s in spans if s[0] == cjk][-1] == (cjk, cjk + 1) and (cjk, cjk) in spans
-    assert all(a <= b for a, b in spans) and all(spans[i][1] == spans[i + 1][0] for i in range(len(spans) - 1))
-
-
-class SentencePieceLike:
-    """Decodes a leading space away, as SentencePiece tokenizers do for a sequence's first word."""
-
-    vocab = {0: "a", 1: " b", 2: " c"}
-
-    def decode(self, ids, skip_special_tokens=True):
-        return "".join(self.vocab[i] for i in ids).lstrip(" ")
-
-
-def test_char_spans_fall_back_to_prefix_decoding_and_name_a_mismatch():
-    assert token_char_spans([0, 1, 2], "a b c", SentencePieceLike()) == [(0, 1), (1, 3), (3, 5)]
-    with pytest.raises(ValueError, match="do not decode to the completion text.*character 2"):
-        token_char_spans([0, 1, 2], "a x c", SentencePieceLike())
 
 
 def tokens_frame(rows):
@@ -261,7 +178,15 @@ def write_inputs(tmp_path, tokenizer):
             TokenScores(s.topk_ids, s.topk_logprobs, np.full(len(s), -1.0, np.float32), s.tail_logmass) for s in scores
         ]
         frame = teacher_frame(
-            kept.with_columns(context_kind=pl.lit(kind)), scores, student, [0] * kept.height, k=1, dtype="float32"
+            kept.with_columns(
+                context_kind=pl.lit(kind),
+                token_categories=pl.col("completion_token_ids").list.eval(pl.lit("pre_error")),
+            ),
+            scores,
+            student,
+            [0] * kept.height,
+            k=1,
+            dtype="float32",
         )
         paths[kind] = tmp_path / f"{kind}.parquet"
         write_artifact(frame, paths[kind], schema=teacher_logprobs_schema(1), artifact="teacher_logprobs", stage="t")

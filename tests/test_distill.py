@@ -1,16 +1,23 @@
+import numpy as np
 import polars as pl
 import pytest
+import torch
 
 from pipeline.config import DistillConfig, EngineConfig, LoraSettings, OptimConfig, TeacherConfig
-from pipeline.distill import train_distill, training_rows
+from pipeline.distill import distill_loss, loss_mask, teacher_disagrees, token_mask, train_distill, training_rows
 from pipeline.engines.checkpoint import merge_adapter, resolve_checkpoint
 from pipeline.engines.hf import HFEngine
 from pipeline.teacher import score_rows
 from pipeline.training import load_student, save_student
 
+CATEGORIES = ["pre_error", "pre_error", "first_wrong", "first_wrong", "after_error", "answer"]
 
-def stored_teacher(model_dir, n=4, top_k=16):
-    """Teacher log-probs of the tiny model with a 'context' (extra prompt tokens), as the stage stores them."""
+
+def stored_teacher(model_dir, n=4, top_k=16, cfg=None):
+    """Teacher log-probs of the tiny model with a 'context' (extra prompt tokens), as the stage stores them.
+
+    Traces alternate correct and incorrect; every one is categorised as wrong at its tokens 2-3.
+    """
     engine = HFEngine(model_dir, seed=0)
     prompts = [[5 + i, 6, 7, 8] for i in range(n)]
     completions = [[20 + i, 21, 22, 23, 24, 25] for i in range(n)]
@@ -24,6 +31,8 @@ def stored_teacher(model_dir, n=4, top_k=16):
             "teacher_prompt_token_ids": [[40, 41, 42, 43] + p for p in prompts],
             "prompt_token_ids": prompts,
             "completion_token_ids": completions,
+            "is_correct": [i % 2 == 0 for i in range(n)],
+            "token_categories": [CATEGORIES] * n,
         },
         schema_overrides={"round": pl.Int32, "completion_token_ids": pl.List(pl.Int32)},
     )
@@ -32,7 +41,7 @@ def stored_teacher(model_dir, n=4, top_k=16):
     traces = rows.select("trace_id", "prompt_token_ids").with_columns(
         completion_logprobs=pl.Series(generation, dtype=pl.List(pl.Float32))
     )
-    return training_rows(teacher, traces)
+    return training_rows(teacher, traces, cfg or DistillConfig())
 
 
 @pytest.mark.parametrize("lora", [None, LoraSettings(r=8, alpha=16)], ids=["full", "lora"])
@@ -87,3 +96,78 @@ def test_lora_checkpoint_round_trips_through_the_engines(tiny_model_dir, tmp_pat
     again, _, base_again = load_student(out, LoraSettings(r=8, alpha=16))
     assert base_again == tiny_model_dir
     assert any(p.requires_grad for p in again.parameters())
+
+
+def test_token_masks_on_a_hand_made_trace():
+    assert token_mask(CATEGORIES, "all") == [True] * 6
+    assert token_mask(CATEGORIES, "through_first_error") == [True, True, True, True, False, True]
+    assert token_mask(CATEGORIES, "first_error") == [False, False, True, True, False, False]
+    correct = ["pre_error"] * 3 + ["answer"] * 2  # no located wrong step
+    assert token_mask(correct, "through_first_error") == [True] * 5
+    assert token_mask(correct, "first_error") == [False] * 5
+    with pytest.raises(ValueError, match="unknown token_mask"):
+        token_mask(CATEGORIES, "some")
+
+
+def test_skip_correct_and_the_disagreement_guard():
+    row = {
+        "token_categories": ["pre_error", "pre_error", "first_wrong", "answer"],
+        "is_correct": True,
+        "completion_token_ids": [7, 8, 9, 10],
+        "completion_logprobs": [-0.1, -2.0, -0.5, -3.0],  # what the sampling student gave its own tokens
+        "topk_ids": [[7, 1], [3, 8], [4, 9], [5, 10]],  # teacher's top token: same, other, other, other
+        "topk_logprobs": [[-0.05, -3.0], [-0.7, -1.0], [-0.9, -1.0], [-0.2, -4.0]],
+    }
+    assert loss_mask(row, DistillConfig()) == [True] * 4
+    assert loss_mask(row, DistillConfig(skip_correct=True)) == [False] * 4
+    assert loss_mask(row | {"is_correct": False}, DistillConfig(skip_correct=True)) == [True] * 4
+    # surer of another token: token 2 (-0.7 > -2.0) and token 4 (-0.2 > -3.0); not 3 (-0.9 < -0.5); not 1 (same)
+    guard = DistillConfig(token_filter="teacher_disagrees")
+    assert loss_mask(row, guard) == [False, True, False, True]
+    assert teacher_disagrees(
+        np.array(row["topk_ids"]),
+        np.array(row["topk_logprobs"]),
+        row["completion_token_ids"],
+        row["completion_logprobs"],
+    ) == [False, True, False, True]
+    assert loss_mask(row, DistillConfig(token_filter="teacher_disagrees", token_mask="first_error")) == [False] * 4
+
+
+def test_distill_loss_is_zero_outside_the_mask_and_sharpening_lowers_teacher_entropy():
+    torch.manual_seed(0)
+    logits = torch.randn(4, 12, requires_grad=True)
+    topk_lp = torch.randn(4, 3).log_softmax(-1) - 0.1
+    args = (
+        logits,
+        torch.tensor([[0, 1, 2]] * 4),
+        topk_lp,
+        torch.full((4,), -2.5),
+        torch.zeros(4),
+        torch.tensor([0, 1, 2, 3]),
+    )
+    mask = torch.tensor([False, True, True, False])
+    per_token, stats = distill_loss(*args, mask, DistillConfig(), importance=False)
+    assert (per_token[~mask] == 0).all() and (per_token[mask] > 0).all()
+    per_token.sum().backward()
+    assert logits.grad[0].abs().sum() == 0 and logits.grad[1].abs().sum() > 0  # no gradient where no loss
+    _, sharp = distill_loss(*args, mask, DistillConfig(teacher_temperature=0.5), importance=False)
+    assert (sharp["teacher_entropy"] < stats["teacher_entropy"]).all()
+    assert torch.allclose(stats["student_entropy"], -(logits.softmax(-1) * logits.log_softmax(-1)).sum(-1))
+
+
+@pytest.mark.parametrize("mode", ["through_first_error", "first_error"])
+def test_masked_training_counts_only_masked_tokens_and_logs_entropy(tiny_model_dir, mode):
+    cfg = DistillConfig(
+        token_mask=mode, lora=None, optim=OptimConfig(lr=1e-3, batch_size=2, micro_batch_size=1, epochs=2)
+    )
+    rows = stored_teacher(tiny_model_dir, n=4, cfg=cfg)
+    model, _, _ = load_student(tiny_model_dir, None)
+    log = train_distill(model, rows, cfg)
+    per_trace = sum(token_mask(CATEGORIES, mode))
+    assert log["loss_tokens"].to_list() == [2 * per_trace] * 4 and log["tokens"].to_list() == [12] * 4
+    assert (log["student_entropy"] > 0).all() and (log["teacher_entropy"] > 0).all()
+
+
+def test_rows_without_a_loss_token_are_dropped(tiny_model_dir):
+    rows = stored_teacher(tiny_model_dir, n=4, cfg=DistillConfig(skip_correct=True))
+    assert rows["is_correct"].to_list() == [False, False]

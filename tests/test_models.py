@@ -5,8 +5,9 @@ import sys
 
 import pytest
 
+from pipeline.artifacts import read_provenance
 from pipeline.config import ModelSpec
-from pipeline.models import GgufSource, ModelSourceError, gguf_part_paths, join_parts, prepare_model, read_provenance
+from pipeline.models import GgufSource, ModelSourceError, gguf_part_paths, join_parts, prepare_model
 from tests.conftest import ROOT
 
 QUESTION = "A farm has 3 apples. Then 5 more apples arrive. How many apples are there at the end?"

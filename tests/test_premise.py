@@ -1,35 +1,83 @@
-"""check_premise: the prompts it re-solves from and the accuracy summary."""
+"""check_premise: the prompts it re-solves from, A_t per layout and kind, and the premise table."""
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 import pytest
+import yaml
+from transformers import AutoTokenizer
 
 from pipeline.artifacts import PREMISE_SAMPLES_SCHEMA
-from pipeline.engines import Completion
-from pipeline.premise import premise_prompts, premise_samples_frame, premise_summary
+from pipeline.config import ContextsConfig, PromptConfig, from_params
+from pipeline.engines import Completion, TokenScores
+from pipeline.premise import premise_prompts, premise_samples_frame, premise_table, score_advantages
+from pipeline.tasks.solver_format import parse_response
+from tests.conftest import SMOKE_CONFIG
+
+SMOKE = yaml.safe_load(SMOKE_CONFIG.read_text())
+TEMPLATES = from_params(ContextsConfig, SMOKE["contexts"]).templates
+PROMPT = from_params(PromptConfig, SMOKE["traces"]["prompt"])
+WRONG = "<step_1> 2 + 3 = 5 </step_1>\n<step_2> 5 * 4 = 21 </step_2>\n<answer> 21 </answer>"
+RIGHT = "<step_1> 2 + 3 = 5 </step_1>\n<step_2> 5 * 4 = 20 </step_2>\n<answer> 20 </answer>"
 
 
-def test_prompts_cover_the_traces_every_kind_has_and_use_each_kinds_prompt():
-    traces = pl.DataFrame(
-        {"trace_id": ["a", "b"], "problem_id": ["p", "q"], "is_correct": [True, False], "prompt_token_ids": [[1], [2]]}
-    )
-    contexts = {
-        "reference": pl.DataFrame({"trace_id": ["a", "b"], "teacher_prompt_token_ids": [[10], [20]]}),
-        "critique": pl.DataFrame({"trace_id": ["b"], "teacher_prompt_token_ids": [[30]]}),  # no context for a
-    }
-    prompts = premise_prompts(traces, contexts)
-    assert prompts.select("context_kind", "trace_id", "prompt", "original_correct").rows() == [
-        ("critique", "b", [30], False),
-        ("none", "b", [2], False),
-        ("reference", "b", [20], False),
+def joined_traces(tokenizer) -> pl.DataFrame:
+    """Two round-0 traces joined with their critiques and problems (what join_feedback gives)."""
+    rows = []
+    for trace_id, text, correct, wrong_step, critique in (
+        ("a", RIGHT, True, None, RIGHT),
+        ("b", WRONG, False, 2, RIGHT),
+        ("c", WRONG, False, 2, None),  # the critic gave nothing: no critique context
+    ):
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        steps = parse_response(text).steps
+        rows.append(
+            {
+                "trace_id": trace_id, "problem_id": "p", "is_correct": correct, "question": "2 + 3, times 4?",
+                "user_message": "Solve.\nQuestion: 2 + 3, times 4?\nSolution:", "prompt_token_ids": [1, 2, 3],
+                "completion_text": text, "completion_token_ids": ids,
+                "step_spans": [{"number": s.number, "start": s.start, "end": s.end} for s in steps],
+                "critique_text": critique, "critique_steps": ["2 + 3 = 5", "5 * 4 = 20"] if critique else [],
+                "first_wrong_step": wrong_step, "parse_error": None if critique else "empty",
+                "reference": "Add 2 and 3 to get 5, then multiply by 4 to get 20.",
+            }
+        )  # fmt: skip
+    return pl.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model_dir):
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+def test_prompts_cover_every_layout_and_kind_of_the_traces_every_kind_has(tokenizer):
+    prompts = premise_prompts(
+        joined_traces(tokenizer), layouts=["inline", "multi_turn"], kinds=["reference", "critique"],
+        templates=TEMPLATES, prompt=PROMPT, tokenizer=tokenizer, enable_thinking=False,
+    )  # fmt: skip
+    assert sorted(prompts["trace_id"].unique()) == ["a", "b"]  # c has no critique context
+    keys = prompts.filter(trace_id="b").select("layout", "context_kind").rows()
+    assert keys == [
+        ("none", "none"),
+        ("inline", "reference"),
+        ("inline", "critique"),
+        ("multi_turn", "reference"),
+        ("multi_turn", "critique"),
     ]
+    assert prompts.filter(trace_id="b", layout="none")["prompt"].to_list() == [[1, 2, 3]]  # the solver's own prompt
+    multi = tokenizer.decode(prompts.filter(trace_id="b", layout="multi_turn", context_kind="critique")["prompt"][0])
+    assert multi.count("<|im_start|>user") == 2 and WRONG in multi and multi.endswith("<|im_start|>assistant\n")
+    assert prompts.filter(trace_id="a")["original_correct"].unique().to_list() == [True]
 
 
 def test_samples_are_verified_against_the_problem_answer():
     prompts = pl.DataFrame(
-        {"trace_id": ["a"], "problem_id": ["p"], "context_kind": ["critique"], "original_correct": [False]}
-    )
+        {
+            "trace_id": ["a"], "problem_id": ["p"], "layout": ["anchor"], "context_kind": ["critique"],
+            "original_correct": [False],
+        }
+    )  # fmt: skip
     completions = [
         [
             Completion("<step_1> 2 + 2 = 4 </step_1>\n<answer> 4 </answer>", [1], [0.0], "stop"),
@@ -39,23 +87,94 @@ def test_samples_are_verified_against_the_problem_answer():
     samples = premise_samples_frame(prompts, completions, {"p": ("4", "exact")})
     assert samples["is_correct"].to_list() == [True, False]
     assert samples["format_ok"].to_list() == [True, False]
+    assert samples["layout"].to_list() == ["anchor", "anchor"]
 
 
-def test_summary_splits_by_original_correctness():
+class PromptLengthEngine:
+    """Scores every completion token at -len(prompt) / 100, and records the calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def score(self, prompts, completions, *, top_k):
+        self.calls.append(len(prompts))
+        return [
+            TokenScores(
+                np.zeros((len(c), 1), np.int32), np.zeros((len(c), 1), np.float32),
+                np.full(len(c), -len(p) / 100, np.float32), np.zeros(len(c), np.float32),
+            )
+            for p, c in zip(prompts, completions)
+        ]  # fmt: skip
+
+
+def test_advantages_score_the_student_once_and_categorise_every_token(tokenizer):
+    joined = joined_traces(tokenizer)
+    prompts = premise_prompts(
+        joined, layouts=["inline", "anchor"], kinds=["reference", "critique"], templates=TEMPLATES, prompt=PROMPT,
+        tokenizer=tokenizer, enable_thinking=False,
+    )  # fmt: skip
+    engine = PromptLengthEngine()
+    scored = score_advantages(engine, prompts, joined, tokenizer)
+    assert engine.calls == [2, 8]  # the two traces' student side once, then 2 traces x 2 layouts x 2 kinds
+    assert scored.height == 8
+    lengths = {t: len(ids) for t, ids in zip(joined["trace_id"], joined["completion_token_ids"])}
+    for row in scored.iter_rows(named=True):
+        teacher = prompts.filter(trace_id=row["trace_id"], layout=row["layout"], context_kind=row["context_kind"])
+        expected = (3 - len(teacher["prompt"][0])) / 100
+        assert len(row["advantages"]) == len(row["categories"]) == lengths[row["trace_id"]]
+        assert row["advantages"][0] == pytest.approx(expected, abs=1e-6)
+    wrong = scored.filter(trace_id="b").row(0, named=True)
+    assert {"pre_error", "first_wrong", "answer"} <= set(wrong["categories"])
+
+
+def samples(outcomes: dict[tuple[str, str], dict[str, list[int]]], correct_traces: set[str]) -> pl.DataFrame:
     rows = []
-    for kind, per_trace in {"none": {"a": [0, 0], "b": [1, 1]}, "critique": {"a": [1, 0], "b": [1, 1]}}.items():
-        for trace, outcomes in per_trace.items():
-            for i, ok in enumerate(outcomes):
+    for (layout, kind), per_trace in outcomes.items():
+        for trace, results in per_trace.items():
+            for i, ok in enumerate(results):
                 rows.append(
                     {
-                        "trace_id": trace, "problem_id": trace, "context_kind": kind, "original_correct": trace == "b",
-                        "sample_idx": i, "completion_text": "", "num_tokens": 1, "extracted_answer": None,
-                        "format_ok": True, "is_correct": bool(ok),
+                        "trace_id": trace, "problem_id": trace, "layout": layout, "context_kind": kind,
+                        "original_correct": trace in correct_traces, "sample_idx": i, "completion_text": "",
+                        "num_tokens": 1, "extracted_answer": None, "format_ok": ok == 1 or layout == "none",
+                        "is_correct": bool(ok),
                     }
                 )  # fmt: skip
-    summary = premise_summary(pl.DataFrame(rows, schema=PREMISE_SAMPLES_SCHEMA), resamples=200, seed=0)
-    assert summary["none"]["all"]["mean"] == 0.5
-    assert summary["none"]["originally_incorrect"]["mean"] == 0.0
-    assert summary["critique"]["originally_incorrect"]["mean"] == 0.5
-    assert summary["critique"]["originally_correct"] == {"traces": 1, "mean": 1.0, "ci_low": 1.0, "ci_high": 1.0}
-    assert summary["critique"]["all"]["mean"] == pytest.approx(0.75)
+    return pl.DataFrame(rows, schema=PREMISE_SAMPLES_SCHEMA)
+
+
+def test_table_gives_accuracy_gaps_and_advantages_per_layout_and_kind():
+    frame = samples(
+        {
+            ("none", "none"): {"a": [0, 0], "b": [0, 1], "c": [1, 1]},
+            ("anchor", "critique"): {"a": [1, 1], "b": [1, 1], "c": [1, 0]},
+            ("inline", "critique"): {"a": [0, 0], "b": [0, 0], "c": [1, 1]},
+        },
+        correct_traces={"c"},
+    )
+    advantages = pl.DataFrame(
+        {
+            "trace_id": ["a", "c"], "problem_id": ["a", "c"], "layout": ["anchor", "anchor"],
+            "context_kind": ["critique", "critique"], "original_correct": [False, True],
+            "categories": [["pre_error", "first_wrong", "answer"], ["pre_error", "answer"]],
+            "advantages": [[0.5, -1.0, -0.5], [-0.2, 0.1]],
+        },
+        schema_overrides={"advantages": pl.List(pl.Float32)},
+    )  # fmt: skip
+    table = premise_table(frame, advantages, resamples=200, seed=0)
+    assert [(r["layout"], r["context_kind"]) for r in table] == [
+        ("none", "none"),
+        ("anchor", "critique"),
+        ("inline", "critique"),
+    ]
+    none, anchor, inline = table
+    assert none["originally_incorrect"]["mean"] == 0.25 and none["gap_originally_incorrect"] is None
+    assert anchor["originally_incorrect"] == {"traces": 2, "mean": 1.0, "ci_low": 1.0, "ci_high": 1.0}
+    assert anchor["gap_originally_incorrect"]["mean"] == 0.75  # paired per trace: (1 - 0) and (1 - 0.5)
+    assert anchor["gap_originally_correct"]["mean"] == -0.5
+    assert inline["gap_originally_incorrect"]["mean"] == -0.25 and inline["advantages"] is None
+    assert anchor["format_rate"] == round(5 / 6, 4)
+    cells = anchor["advantages"]
+    assert cells["incorrect_first_wrong"] == {"tokens": 1, "mean": -1.0, "share_negative": 1.0}
+    assert cells["incorrect_all"]["tokens"] == 3 and cells["incorrect_after_error"]["mean"] is None
+    assert cells["correct_all"]["mean"] == pytest.approx(-0.05)

@@ -6,14 +6,23 @@ import polars as pl
 import pytest
 
 from pipeline.artifacts import EVAL_SAMPLES_SCHEMA, TRAIN_LOG_SCHEMA
-from pipeline.report import beats_base, checkpoint_table, render_report, table_one, training_frame
+from pipeline.report import (
+    beats_base,
+    checkpoint_table,
+    comparison_pairs,
+    paired_differences,
+    premise_flags,
+    render_report,
+    table_one,
+    training_frame,
+)
 
 
 def _samples(condition: str, round_index: int, seed: int, correct: dict[str, list[bool]]) -> list[dict]:
     return [
         {
             "problem_id": pid, "condition": condition, "round": round_index, "seed": seed, "sample_idx": i,
-            "completion_text": "", "num_tokens": 10 + round_index, "finish_reason": "stop",
+            "completion_text": "", "num_tokens": 10 + round_index, "sum_logprob": -5.0, "finish_reason": "stop",
             "extracted_answer": "1" if ok else "2", "answer_key": "1" if ok else "2", "format_ok": True,
             "is_correct": ok,
         }
@@ -81,14 +90,64 @@ def test_training_frame_counts_steps_across_rounds():
     assert frame["round"].to_list() == [1, 1, 2, 2]
 
 
+def _gap(mean):
+    return {"traces": 4, "mean": mean, "ci_low": mean - 0.1, "ci_high": mean + 0.1}
+
+
+PREMISE = {
+    "traces": 6,
+    "traces_originally_incorrect": 4,
+    "samples_per_trace": 2,
+    "table": [
+        {"layout": "none", "context_kind": "none", "format_rate": 1.0, "all": _gap(0.3), "originally_incorrect": _gap(0.1),
+         "originally_correct": _gap(0.6), "gap_all": None, "gap_originally_incorrect": None,
+         "gap_originally_correct": None, "advantages": None},
+        {"layout": "anchor", "context_kind": "critique", "format_rate": 0.9, "all": _gap(0.5),
+         "originally_incorrect": _gap(0.5), "originally_correct": _gap(0.6), "gap_all": _gap(0.2),
+         "gap_originally_incorrect": _gap(0.4), "gap_originally_correct": _gap(0.0),
+         "advantages": {f"{c}_{k}": {"tokens": 3, "mean": -0.25, "share_negative": 0.5}
+                        for c in ("incorrect", "correct") for k in ("pre_error", "first_wrong", "after_error", "answer", "all")}},
+        {"layout": "anchor", "context_kind": "reference", "format_rate": 0.9, "all": _gap(0.3),
+         "originally_incorrect": _gap(0.1), "originally_correct": _gap(0.6), "gap_all": _gap(0.0),
+         "gap_originally_incorrect": _gap(0.0), "gap_originally_correct": _gap(0.0), "advantages": None},
+    ],
+}  # fmt: skip
+
+
+def test_premise_flags_arms_whose_teacher_has_no_edge():
+    arms = {
+        "critique": "critique",
+        "reference": "reference",
+        "critique_first_error": "critique",
+        "x": "critique_labels_only",
+    }
+    flags = premise_flags(PREMISE["table"], "anchor", arms)
+    assert len(flags) == 2
+    assert flags[0].startswith("reference: its teacher (reference, layout anchor) is no better than no context")
+    assert flags[1].startswith("x: its teacher (critique_labels_only, layout anchor) was not measured")
+    assert len(premise_flags(PREMISE["table"], "inline", {"critique": "critique"})) == 1  # not measured inline
+
+
+def test_paired_differences_pair_problems_and_average_seeds():
+    paired = paired_differences(EVAL, [("critique", "base"), ("grpo", "base")], resamples=500, seed=0)
+    assert paired["comparison"].to_list() == ["critique (round 2) - base (round 0)"]  # no grpo samples: skipped
+    row = paired.row(0, named=True)
+    # critique round 2 per problem: p1 0, p2 1; base: p1 0, p2 (0.25 + 0.5) / 2
+    assert row["problems"] == 2 and row["difference"] == pytest.approx((0 + (1 - 0.375)) / 2)
+    assert row["ci_low"] == pytest.approx(0.0) and row["ci_high"] == pytest.approx(0.625)
+
+
+def test_comparison_pairs():
+    arms = {"reference": "reference", "critique": "critique", "critique_first_error": "critique"}
+    pairs = comparison_pairs(arms, ["base", "grpo", "reference", "critique", "critique_first_error"])
+    assert pairs == [
+        ("grpo", "base"), ("reference", "base"), ("critique", "base"), ("critique_first_error", "base"),
+        ("critique", "reference"), ("critique", "grpo"), ("critique_first_error", "critique"),
+    ]  # fmt: skip
+
+
 def test_render_report_has_every_section_and_no_external_assets():
     checkpoints = checkpoint_table(EVAL, resamples=200, seed=0)
-    premise = {
-        "kinds": {
-            "none": {"format_rate": 1.0, "all": {"traces": 2, "mean": 0.1, "ci_low": 0.0, "ci_high": 0.2},
-                     "originally_incorrect": None, "originally_correct": None},
-        }
-    }  # fmt: skip
     aggregates = pl.DataFrame(
         {
             "context_kind": ["critique"], "correctness": ["incorrect"], "category": ["first_wrong"],
@@ -105,16 +164,22 @@ def test_render_report_has_every_section_and_no_external_assets():
     page = render_report(
         checkpoints=checkpoints,
         training=pl.DataFrame(),
-        premise=premise,
+        paired=paired_differences(EVAL, [("critique", "base")], resamples=100, seed=0),
+        premise=PREMISE,
+        arms={"critique": "critique", "reference": "reference"},
+        layout="anchor",
         advantages=aggregates,
         advantage_figure_png=b"\x89PNG",
         advantage_figure_html="<p>tokens <b>&lt;step_1&gt;</b></p>",
         critiques=critiques,
         provenance_record={"git_commit": "abc", "config": {"solver": "tiny", "critic": {"backend": "oracle"}}},
     )
-    for heading in ("Table 1", "Avg@4 per round", "Training curves", "Premise", "Per-token advantages", "Critic QA",
-                    "Provenance"):  # fmt: skip
-        assert heading in page, heading
+    headings = ("Premise", "Paired differences", "Table 1", "Avg@4 per round", "Training curves",
+                "Per-token advantages", "Critic QA", "Provenance")  # fmt: skip
+    positions = [page.index(heading) for heading in headings]
+    assert positions == sorted(positions)  # the premise comes first
+    assert "reference: its teacher (reference, layout anchor) is no better" in page
+    assert "+0.400 [+0.300, +0.500] (4)" in page  # the critique's gap
     assert "-0.25 / 1.0 / 0.25 (3)" in page
     assert 'src="http' not in page and "<script src" not in page
     assert "critique round 1" in page  # its CI lies above the base's

@@ -31,8 +31,14 @@ def rows(prompts, completions, teacher_prompts):
             "teacher_prompt_token_ids": teacher_prompts,
             "prompt_token_ids": prompts,
             "completion_token_ids": completions,
+            "is_correct": [i % 2 == 0 for i in range(n)],
+            "token_categories": [["pre_error"] * len(c) for c in completions],
         },
-        schema_overrides={"round": pl.Int32, "completion_token_ids": pl.List(pl.Int32)},
+        schema_overrides={
+            "round": pl.Int32,
+            "completion_token_ids": pl.List(pl.Int32),
+            "token_categories": pl.List(pl.String),
+        },
     )
 
 
@@ -43,8 +49,10 @@ def test_scores_are_token_aligned_and_exact(engine):
     assert out.schema == teacher_logprobs_schema(8)
     assert counts["empty_completion"] == 1 and out["trace_id"].to_list() == ["t0", "t2"]
     n = out["completion_token_ids"].list.len()
-    for column in ("topk_ids", "topk_logprobs", "teacher_token_logprobs", "tail_logmass", "student_token_logprobs"):
+    columns = ("topk_ids", "topk_logprobs", "teacher_token_logprobs", "tail_logmass", "student_token_logprobs")
+    for column in (*columns, "token_categories"):
         assert (out[column].list.len() == n).all(), column
+    assert out["is_correct"].to_list() == [True, True]
     # the stored values are the engine's scores at the completion positions, teacher and student side
     (teacher,) = engine.score([[1, 2, 5, 6, 7]], [[10, 11, 12, 13]], top_k=8)
     (student,) = engine.score([[5, 6, 7]], [[10, 11, 12, 13]], top_k=1)

@@ -18,6 +18,7 @@ from pipeline.artifacts import (
     PROBLEMS_SCHEMA,
     TRACES_SCHEMA,
     TRAIN_LOG_SCHEMA,
+    read_metadata,
 )
 from pipeline.engines.checkpoint import resolve_checkpoint
 from pipeline.teacher import teacher_logprobs_schema
@@ -65,7 +66,8 @@ def test_smoke_dag_writes_every_round_0_artifact_with_its_schema(smoke_run):
         teacher = pl.read_parquet(results / f"teacher_logprobs/{condition}/round_0.parquet")
         assert teacher.schema == teacher_logprobs_schema(20)
         n = teacher["completion_token_ids"].list.len()
-        for column in ("topk_ids", "topk_logprobs", "teacher_token_logprobs", "tail_logmass", "student_token_logprobs"):
+        columns = ("topk_ids", "topk_logprobs", "teacher_token_logprobs", "tail_logmass", "student_token_logprobs")
+        for column in (*columns, "token_categories"):
             assert (teacher[column].list.len() == n).all(), column
 
 
@@ -104,6 +106,20 @@ def test_smoke_dag_trains_two_rounds_of_every_arm(smoke_run):
         assert "round_1@" in meta["pipeline.model"]
 
 
+@pytest.mark.slow
+def test_variant_arms_share_round_0_teacher_and_override_the_distill_options(smoke_run):
+    results = smoke_run / "results/seed_0"
+    assert not (results / "teacher_logprobs/critique_first_error/round_0.parquet").exists()  # the critique's is used
+    for arm, mask in (("critique_through_error", "through_first_error"), ("critique_first_error", "first_error")):
+        params = read_metadata(results / f"train_logs/{arm}/round_1.parquet")["params"]
+        assert params["token_mask"] == mask and params["optim"]["lr"] == 1e-3  # overrides merge into distill
+        contexts = pl.read_parquet(results / f"contexts/{arm}/round_1.parquet")
+        assert contexts["condition"].unique().to_list() == [arm] and contexts["context_kind"].unique().to_list() == [
+            "critique"
+        ]
+    assert read_metadata(results / "train_logs/critique/round_1.parquet")["params"]["token_mask"] == "all"
+
+
 def planned_jobs(plan: str) -> set[tuple[str, str]]:
     """(rule, wildcards) of every job in a dry-run's output."""
     jobs = set()
@@ -132,7 +148,8 @@ def test_editing_distill_reruns_training_but_not_traces_or_teacher(smoke_run, tm
 @pytest.mark.slow
 def test_smoke_dag_evaluates_every_checkpoint_and_writes_the_report(smoke_run, tmp_path):
     results = smoke_run / "results/seed_0"
-    checkpoints = [("base", 0)] + [(arm, r) for arm in ("grpo", "reference", "critique") for r in (1, 2)]
+    arms = ("grpo", "reference", "critique", "critique_through_error", "critique_first_error")
+    checkpoints = [("base", 0)] + [(arm, r) for arm in arms for r in (1, 2)]
     for condition, r in checkpoints:
         samples = pl.read_parquet(results / f"eval/{condition}/round_{r}.parquet")
         assert samples.schema == EVAL_SAMPLES_SCHEMA
@@ -140,22 +157,28 @@ def test_smoke_dag_evaluates_every_checkpoint_and_writes_the_report(smoke_run, t
         summary = json.loads((results / f"eval/{condition}/round_{r}.json").read_text())
         assert summary["avg"]["mean"] == pytest.approx(float(samples["is_correct"].mean()))
         assert [p["k"] for p in summary["pass_at_k"]] == list(range(1, 13))
-    premise = json.loads((results / "premise/round_0.json").read_text())
-    assert set(premise["kinds"]) == {"none", "reference", "critique"}
+    premise = json.loads((results / "premise/table.json").read_text())
+    layouts = ("inline", "anchor", "anchor_example", "multi_turn")
+    expected = [("none", "none")] + [(layout, kind) for layout in layouts for kind in ("reference", "critique")]
+    assert [(row["layout"], row["context_kind"]) for row in premise["table"]] == expected
+    premise_tokens = pl.read_parquet(results / "premise/advantages.parquet")
+    assert (premise_tokens["categories"].list.len() == premise_tokens["advantages"].list.len()).all()
     aggregates = pl.read_parquet(results / "advantages/aggregates.parquet")
     assert set(aggregates["context_kind"]) == {"reference", "critique", "critique_full_quote", "critique_labels_only"}
     page = (smoke_run / "results/report.html").read_text()
     for heading in (
+        "Premise",
+        "Paired differences",
         "Table 1",
         "Avg@12 per round",
         "Training curves",
-        "Premise",
         "Per-token advantages",
         "Critic QA",
         "Provenance",
     ):
         assert heading in page, heading
-    assert page.count("data:image/png;base64,") == 3  # Avg per round, training curves, advantage figure
+    # paired differences, Avg per round, entropy per checkpoint, training curves, advantage figure
+    assert page.count("data:image/png;base64,") == 5
     out = snakemake(smoke_run, "--configfile", str(SMOKE_CONFIG), "--report", str(tmp_path / "snakemake.html"))
     assert (tmp_path / "snakemake.html").stat().st_size > 0, out.stdout
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Literal
 
@@ -10,7 +11,16 @@ from pipeline.engines.base import Completion, Engine, SamplingConfig, TokenScore
 
 EngineName = Literal["transformers", "vllm", "server"]
 
-__all__ = ["Completion", "Engine", "EngineName", "SamplingConfig", "TokenScores", "engine_from_config", "load_engine"]
+__all__ = [
+    "Completion",
+    "Engine",
+    "EngineName",
+    "SamplingConfig",
+    "TokenScores",
+    "engine_from_config",
+    "load_engine",
+    "sample_model",
+]
 
 
 def load_engine(name: EngineName, model_path: str | Path, **kwargs: Any) -> Engine:
@@ -49,3 +59,19 @@ def engine_from_config(cfg: EngineConfig, model_path: str | Path, *, seed: int, 
     if not cfg.server_url:
         raise ValueError("engine.backend is 'server' but engine.server_url is not set")
     return load_engine("server", model_path, base_url=cfg.server_url)
+
+
+def sample_model(
+    cfg: EngineConfig, model: str | Path, prompts: list[list[int]], sampling: SamplingConfig, *, seed: int
+) -> tuple[list[list[Completion]], float, float]:
+    """Start the configured engine on ``model``, sample every prompt, and close the engine.
+
+    Returns (completions, engine start-up seconds, sampling seconds); the engine is always closed.
+    """
+    engine = engine_from_config(cfg, model, seed=seed)
+    try:
+        start = time.perf_counter()
+        completions = engine.generate(prompts, sampling)
+        return completions, engine.startup_s, time.perf_counter() - start
+    finally:
+        engine.close()

@@ -18,6 +18,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import polars as pl
+
+from pipeline.config import PromptConfig
+
 STEP_RE = re.compile(r"<step_(\d+)>(.*?)</step_\1>", re.DOTALL)
 ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 
@@ -73,6 +77,15 @@ def render_solution(steps: Sequence[str], answer: str) -> str:
     return "\n".join([*lines, f"<answer> {answer.strip()} </answer>"])
 
 
+def instruction_block(
+    instruction: str, example_question: str | None = None, example_solution: str | None = None
+) -> str:
+    """The format instruction, followed by the one-shot example when one is given."""
+    if example_question is None or example_solution is None:
+        return instruction
+    return f"{instruction}\n\nExample:\nQuestion: {example_question}\nSolution:\n{example_solution}"
+
+
 def solver_user_message(
     question: str,
     *,
@@ -81,17 +94,36 @@ def solver_user_message(
     example_solution: str = EXAMPLE_SOLUTION,
 ) -> str:
     """The user turn that asks the solver for a step-tagged solution."""
-    return (
-        f"{instruction}\n\nExample:\nQuestion: {example_question}\nSolution:\n{example_solution}\n\n"
-        f"Question: {question}\nSolution:"
-    )
+    return f"{instruction_block(instruction, example_question, example_solution)}\n\nQuestion: {question}\nSolution:"
 
 
 def render_chat_prompt(tokenizer: Any, user_message: str, *, enable_thinking: bool = False) -> str:
     """Apply the model's chat template to one user turn, ending with the assistant's generation prompt."""
+    return render_chat(tokenizer, [{"role": "user", "content": user_message}], enable_thinking=enable_thinking)
+
+
+def render_chat(tokenizer: Any, messages: Sequence[dict[str, str]], *, enable_thinking: bool = False) -> str:
+    """Apply the model's chat template to ``messages``, ending with the assistant's generation prompt."""
     return tokenizer.apply_chat_template(
-        [{"role": "user", "content": user_message}],
-        tokenize=False,
-        add_generation_prompt=True,
-        enable_thinking=enable_thinking,
+        list(messages), tokenize=False, add_generation_prompt=True, enable_thinking=enable_thinking
+    )
+
+
+def build_prompts(problems: pl.DataFrame, tokenizer: Any, prompt: PromptConfig) -> pl.DataFrame:
+    """Chat-formatted solver prompt text and token ids, one row per problem."""
+    messages = [
+        solver_user_message(
+            q,
+            instruction=prompt.instruction,
+            example_question=prompt.example_question,
+            example_solution=prompt.example_solution,
+        )
+        for q in problems["question"]
+    ]
+    texts = [render_chat_prompt(tokenizer, m, enable_thinking=prompt.enable_thinking) for m in messages]
+    ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    return problems.select("problem_id", "answer", "verifier").with_columns(
+        user_message=pl.Series(messages, dtype=pl.String),
+        prompt=pl.Series(texts, dtype=pl.String),
+        prompt_token_ids=pl.Series(ids, dtype=pl.List(pl.Int32)),
     )

@@ -1,6 +1,6 @@
 import pytest
 
-from pipeline.tasks.arith import ArithSettings, Step, generate_problems, reference_solution
+from pipeline.tasks.arith import ArithSettings, Step, generate_problems, parse_arith_step, reference_solution
 
 SETTINGS = ArithSettings(min_steps=2, max_steps=5, max_start=60, max_operand=12, max_value=500)
 
@@ -62,3 +62,10 @@ def test_exclude_and_bad_knobs():
         ArithSettings(min_steps=4, max_steps=2)
     with pytest.raises(ValueError, match="ops"):
         ArithSettings(ops=("^",))
+
+
+def test_parse_arith_step_forms():
+    assert parse_arith_step("33 - 19 = 14") == (33, "-", 19, 14)
+    assert parse_arith_step("4 x 3 = 12 apples") == (4, "*", 3, 12)
+    assert parse_arith_step("12 ÷ 4 = 3.") == (12, "/", 4, 3)
+    assert parse_arith_step("so we have 14") is None

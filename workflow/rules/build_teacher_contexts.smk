@@ -1,4 +1,6 @@
-# One job per self-distillation arm x round; the arm names the context kind.
+# One job per context kind at round 0 (shared by every arm of that kind) and per self-distillation
+# arm at later rounds. Params: the contexts section plus the solver prompt (traces.prompt), whose
+# instruction and example the anchor layouts reuse.
 rule build_teacher_contexts:
     input:
         traces=sd_traces,
@@ -11,6 +13,8 @@ rule build_teacher_contexts:
         "results/seed_{seed}/contexts/{condition}/round_{round}.parquet",
     params:
         cfg=section("contexts"),
+        prompt=canonical(config["traces"]["prompt"]),
+        kind=arm_kind,
         version=STAGE_VERSIONS["build_teacher_contexts"],
     log:
         "logs/build_teacher_contexts/seed_{seed}/{condition}/round_{round}.log",

@@ -1,26 +1,28 @@
 # Config validation, wildcard constraints and input functions. No logic beyond path lookup.
 # Each rule's params carry its stage's config section plus its STAGE_VERSIONS entry: package
 # code is not tracked by Snakemake, so a stage whose output changes bumps that number.
-from pipeline.config import canonical, validate_config, with_run_seed
+from pipeline.config import canonical, merged, validate_config, with_run_seed
 from pipeline.versions import STAGE_VERSIONS
 
 validate_config(config)
 
 EXPERIMENT = config["experiment"]
+# Every context kind a self-teacher can see; the analysis compares all of them.
+CONTEXT_KINDS = ["reference", "critique", "critique_full_quote", "critique_labels_only"]
+# Variant arms: a context kind with some distill options overridden (e.g. a token mask).
+VARIANTS = EXPERIMENT.get("variants") or {}
+# Arms with a self-teacher: main kinds, the ablation kinds, then the variants.
 SD_CONDITIONS = [c for c in EXPERIMENT["conditions"] if c != "grpo"]
 if EXPERIMENT["ablations"]:
     SD_CONDITIONS += ["critique_full_quote", "critique_labels_only"]
-# Arms with a self-teacher; each names its context kind.
-SD_CONDITION_PATTERN = "reference|critique|critique_full_quote|critique_labels_only"
+SD_CONDITIONS += list(VARIANTS)
+# The values {condition} takes in self-distillation jobs (a context kind, or a variant arm).
+SD_CONDITION_PATTERN = "|".join(CONTEXT_KINDS + list(VARIANTS))
 ROUNDS = EXPERIMENT["rounds"]
 # Each run seed is a whole experiment under results/seed_{seed}/; the report aggregates them.
 SEEDS = EXPERIMENT["seeds"]
 # The analysis and the premise check look at the first seed's shared round-0 traces.
 ANALYSIS_SEED = SEEDS[0]
-# Every context kind a self-teacher can see; the analysis compares all of them.
-CONTEXT_KINDS = ["reference", "critique", "critique_full_quote", "critique_labels_only"]
-# The contexts the premise check re-solves with (besides none).
-PREMISE_KINDS = ["reference", "critique"]
 # Traces are sampled for rounds 0..R-1; each trains round r+1's student, up to round R.
 TRACE_ROUNDS = list(range(ROUNDS))
 
@@ -76,6 +78,33 @@ def trace_conditions(round_index):
 def trace_source(wildcards):
     """Which traces job feeds a self-distillation arm's round: round 0 is the shared one."""
     return "shared" if int(wildcards.round) == 0 else wildcards.condition
+
+
+def context_kind(arm):
+    """The context kind an arm's teacher sees: a variant's, or the arm's own name."""
+    return VARIANTS[arm]["context"] if arm in VARIANTS else arm
+
+
+def teacher_source(arm, round_index):
+    """Whose contexts and teacher log-probs a round uses: round 0's are shared by all arms of a kind."""
+    return context_kind(arm) if int(round_index) == 0 else arm
+
+
+def arm_kind(wildcards):
+    return context_kind(wildcards.condition)
+
+
+def distill_section(wildcards):
+    """The distill section with the arm's variant overrides and the run's seed offset."""
+    overrides = VARIANTS.get(wildcards.condition, {}).get("distill", {})
+    return with_run_seed(canonical(merged(config["distill"], overrides)), int(wildcards.seed))
+
+
+def previous_teacher_logprobs(wildcards):
+    """The stored teacher log-probs round {round}'s student is distilled on (round - 1's)."""
+    prev = int(wildcards.round) - 1
+    source = teacher_source(wildcards.condition, prev)
+    return f"results/seed_{wildcards.seed}/teacher_logprobs/{source}/round_{prev}.parquet"
 
 
 def sd_traces(wildcards):
@@ -165,13 +194,3 @@ def train_log_targets():
 def student_targets():
     """The last round's student of every arm (which pulls in every earlier stage)."""
     return [f"results/seed_{seed}/students/{condition}/round_{ROUNDS}" for seed in SEEDS for condition in arms()]
-
-
-def teacher_targets():
-    """Teacher log-probs of every self-distillation arm for the buildable rounds."""
-    return [
-        f"results/seed_{seed}/teacher_logprobs/{condition}/round_{r}.parquet"
-        for seed in SEEDS
-        for r in TRACE_ROUNDS
-        for condition in SD_CONDITIONS
-    ]

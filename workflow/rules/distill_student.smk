@@ -1,16 +1,17 @@
 # Round r's student + its stored teacher log-probs -> round r+1's student (one job per arm x round).
+# Params: the distill section with the arm's variant overrides (experiment.variants).
 rule distill_student:
     wildcard_constraints:
         condition=SD_CONDITION_PATTERN,
     input:
-        teacher_logprobs=previous_round("results/seed_{seed}/teacher_logprobs/{condition}/round_{prev}.parquet"),
+        teacher_logprobs=previous_teacher_logprobs,
         traces=previous_sd_traces,
         student=previous_student,
     output:
         model=directory("results/seed_{seed}/students/{condition}/round_{round}"),
         train_log="results/seed_{seed}/train_logs/{condition}/round_{round}.parquet",
     params:
-        cfg=seeded_section("distill"),
+        cfg=distill_section,
         version=STAGE_VERSIONS["distill_student"],
     threads: workflow.cores  # a model stage uses every core it is given; one runs at a time
     log:

@@ -2,6 +2,7 @@ rule precompute_teacher_logprobs:
     input:
         contexts="results/seed_{seed}/contexts/{condition}/round_{round}.parquet",
         traces=sd_traces,
+        critiques=sd_critiques,
         model=teacher_model,
     wildcard_constraints:
         condition=SD_CONDITION_PATTERN,

@@ -1,11 +1,12 @@
 # The report page: every checkpoint's evaluation, the training logs, the premise check, the
-# advantage analysis and critic QA, plus provenance. Its params are the whole config (provenance).
+# advantage analysis and critic QA, plus provenance. Its params are the whole config (provenance)
+# and each self-distillation arm's context kind.
 rule report:
     input:
         eval_samples=[path.replace(".json", ".parquet") for path in eval_targets()],
         eval_summaries=eval_targets(),
         train_logs=train_log_targets(),
-        premise=f"results/seed_{ANALYSIS_SEED}/premise/round_0.json",
+        premise=f"results/seed_{ANALYSIS_SEED}/premise/table.json",
         advantages=f"results/seed_{ANALYSIS_SEED}/advantages/aggregates.parquet",
         advantage_figure_png=f"results/seed_{ANALYSIS_SEED}/advantages/figure.png",
         advantage_figure_html=f"results/seed_{ANALYSIS_SEED}/advantages/figure.html",
@@ -20,6 +21,7 @@ rule report:
     params:
         config=canonical(config),
         train_log_keys=train_log_keys(),
+        arms={arm: context_kind(arm) for arm in SD_CONDITIONS},
         critique_seeds=[seed for seed in SEEDS for _ in critique_targets([seed])],
         version=STAGE_VERSIONS["report"],
     log:

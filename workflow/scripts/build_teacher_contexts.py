@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from pipeline.config import ContextsConfig, from_params
+from pipeline.config import ContextsConfig, PromptConfig, from_params
 from pipeline.contexts import build_teacher_contexts
 from pipeline.logs import setup_logging
 
@@ -15,8 +15,10 @@ def main(snakemake) -> None:
         problems=Path(snakemake.input.problems),
         model=Path(snakemake.input.model),
         out=Path(snakemake.output[0]),
-        kind=snakemake.wildcards.condition,
+        condition=snakemake.wildcards.condition,
+        kind=snakemake.params.kind,
         cfg=from_params(ContextsConfig, snakemake.params.cfg, where="contexts"),
+        prompt=from_params(PromptConfig, snakemake.params.prompt, where="traces.prompt"),
     )
 
 

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from pipeline.config import EvaluateConfig, from_params
+from pipeline.config import ContextTemplates, PremiseConfig, PromptConfig, from_params
 from pipeline.logs import exit_cleanly, setup_logging
 from pipeline.premise import check_premise
 
@@ -11,13 +11,17 @@ def main(snakemake) -> None:
     setup_logging(snakemake.log[0])
     check_premise(
         traces=Path(snakemake.input.traces),
-        contexts={kind: Path(path) for kind, path in zip(snakemake.params.kinds, snakemake.input.contexts)},
+        critiques=Path(snakemake.input.critiques),
         problems=Path(snakemake.input.problems),
         model=Path(snakemake.input.model),
         samples_out=Path(snakemake.output.samples),
+        advantages_out=Path(snakemake.output.advantages),
         summary_out=Path(snakemake.output.summary),
         run_seed=int(snakemake.wildcards.seed),
-        cfg=from_params(EvaluateConfig, snakemake.params.cfg, where="evaluate"),
+        cfg=from_params(PremiseConfig, snakemake.params.cfg, where="premise"),
+        templates=from_params(ContextTemplates, snakemake.params.templates, where="contexts.templates"),
+        prompt=from_params(PromptConfig, snakemake.params.prompt, where="traces.prompt"),
+        enable_thinking=bool(snakemake.params.enable_thinking),
     )
     exit_cleanly()
 

@@ -12,6 +12,7 @@ def main(snakemake) -> None:
     precompute_teacher_logprobs(
         contexts=Path(snakemake.input.contexts),
         traces=Path(snakemake.input.traces),
+        critiques=Path(snakemake.input.critiques),
         model=Path(snakemake.input.model),
         out=Path(snakemake.output[0]),
         cfg=from_params(TeacherConfig, snakemake.params.cfg, where="teacher"),

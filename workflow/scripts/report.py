@@ -19,6 +19,7 @@ def main(snakemake) -> None:
         critiques={Path(p): seed for p, seed in zip(snakemake.input.critiques, snakemake.params.critique_seeds)},
         model_dirs=[Path(p) for p in snakemake.input.models],
         config=snakemake.params.config,
+        arms=dict(snakemake.params.arms),
         out=Path(snakemake.output[0]),
         resamples=evaluate.get("bootstrap_resamples", 1000),
         seed=evaluate.get("seed", 0),
