@@ -200,7 +200,7 @@ class EngineConfig:
     kv_cache_gib: int = 2  # vLLM on CPU: KV-cache size
     server_url: str | None = None  # server: base URL of an OpenAI-compatible (vLLM) server
     max_batch_rows: int = 64  # transformers: sequences per forward
-    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # vllm: auto is fp32 on CPU, bf16 on GPU
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: vllm fp32 on CPU, bf16 on GPU; transformers fp32
     lora: Literal["auto", "adapter", "merge"] = "auto"  # vllm: how a LoRA student is served
 
 

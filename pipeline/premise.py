@@ -184,37 +184,51 @@ def advantage_cells(advantages: pl.DataFrame) -> dict[tuple[str, str], dict[str,
     return out
 
 
+def _accuracy_rows(
+    per_trace: pl.DataFrame, column: str, layout: str, kind: str, *, resamples: int, seed: int
+) -> dict[str, Any]:
+    """Accuracy per split and its paired gap over no context, for one outcome ``column``."""
+    none = per_trace.filter(pl.col("layout") == NO_CONTEXT).select("trace_id", none_accuracy=column)
+    group = per_trace.filter(layout=layout, context_kind=kind).join(none, on="trace_id").sort("trace_id")
+    out: dict[str, Any] = {}
+    for split in SPLITS:
+        part = _split(group, split)
+        out[split] = _interval(part[column].to_numpy(), resamples=resamples, seed=seed)
+        gap = (part[column] - part["none_accuracy"]).to_numpy()
+        out[f"gap_{split}"] = None if layout == NO_CONTEXT else _interval(gap, resamples=resamples, seed=seed)
+    return out
+
+
 def premise_table(
     samples: pl.DataFrame, advantages: pl.DataFrame | None, *, resamples: int, seed: int
 ) -> list[dict[str, Any]]:
     """The premise table: one row per (layout, kind), the no-context row first.
 
     Each row: format rate, re-solve accuracy per split (all, originally incorrect, originally
-    correct) with 95% CIs over traces, the paired gap over no context per split with its CI, and
-    (when scored) the A_t cells of :func:`advantage_cells`.
+    correct) with 95% CIs over traces and the paired gap over no context per split with its CI;
+    the same under ``formatted`` counting a re-solve correct only if it also keeps the step format
+    (a teacher that copies the answer alone teaches no steps); and, when scored, the A_t cells of
+    :func:`advantage_cells`.
     """
     per_trace = samples.group_by("trace_id", "layout", "context_kind", "original_correct").agg(
-        accuracy=pl.col("is_correct").mean()
+        accuracy=pl.col("is_correct").mean(), formatted=(pl.col("is_correct") & pl.col("format_ok")).mean()
     )
-    none = per_trace.filter(pl.col("layout") == NO_CONTEXT).select("trace_id", none_accuracy="accuracy")
     cells = advantage_cells(advantages) if advantages is not None and advantages.height else {}
     keys = samples.select("layout", "context_kind").unique(maintain_order=True)
     keys = keys.sort(pl.col("layout") != NO_CONTEXT, maintain_order=True)
     table = []
     for layout, kind in keys.iter_rows():
-        group = per_trace.filter(layout=layout, context_kind=kind).join(none, on="trace_id").sort("trace_id")
-        row: dict[str, Any] = {
-            "layout": layout,
-            "context_kind": kind,
-            "format_rate": round(float(samples.filter(layout=layout, context_kind=kind)["format_ok"].mean()), 4),
-        }
-        for split in SPLITS:
-            part = _split(group, split)
-            row[split] = _interval(part["accuracy"].to_numpy(), resamples=resamples, seed=seed)
-            gap = (part["accuracy"] - part["none_accuracy"]).to_numpy()
-            row[f"gap_{split}"] = None if layout == NO_CONTEXT else _interval(gap, resamples=resamples, seed=seed)
-        row["advantages"] = cells.get((layout, kind))
-        table.append(row)
+        format_rate = samples.filter(layout=layout, context_kind=kind)["format_ok"].mean()
+        table.append(
+            {
+                "layout": layout,
+                "context_kind": kind,
+                "format_rate": round(float(format_rate), 4),
+                **_accuracy_rows(per_trace, "accuracy", layout, kind, resamples=resamples, seed=seed),
+                "formatted": _accuracy_rows(per_trace, "formatted", layout, kind, resamples=resamples, seed=seed),
+                "advantages": cells.get((layout, kind)),
+            }
+        )
     return table
 
 

@@ -417,6 +417,7 @@ def premise_rows(table: Sequence[Mapping[str, Any]], layout: str) -> pl.DataFram
                 "format": f"{row['format_rate']:.2f}",
                 "originally incorrect": _cell(row["originally_incorrect"]),
                 "gap": _cell(row["gap_originally_incorrect"], signed=True),
+                "gap, formatted": _cell((row.get("formatted") or {}).get("gap_originally_incorrect"), signed=True),
                 "originally correct": _cell(row["originally_correct"]),
                 "gap ": _cell(row["gap_originally_correct"], signed=True),
                 "A_t pre-error": _advantage(cells, "incorrect_pre_error"),
@@ -537,7 +538,8 @@ def render_report(
         f"<p class='note'>check_premise on {premise['traces']} shared round-0 <em>train</em> traces "
         f"({premise['traces_originally_incorrect']} originally incorrect), {premise['samples_per_trace']} "
         "re-solves each: the base solver re-solves the problem from the teacher prompt of each layout and "
-        "context kind. Accuracy [95% CI] (traces); gap: paired difference to no context; A<sub>t</sub>: mean "
+        "context kind. Accuracy [95% CI] (traces); gap: paired difference to no context (formatted: counting "
+        "only correct re-solves that keep the step format); A<sub>t</sub>: mean "
         "/ share &lt; 0 of teacher minus student log-prob on the trace's own tokens (incorrect traces by "
         "category, then correct traces). No gap, no gain: an arm whose teacher is no better than no context "
         "is flagged.</p>",

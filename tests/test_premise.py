@@ -152,6 +152,8 @@ def test_table_gives_accuracy_gaps_and_advantages_per_layout_and_kind():
         },
         correct_traces={"c"},
     )
+    copied = (pl.col("layout") == "anchor") & (pl.col("trace_id") == "a") & (pl.col("sample_idx") == 0)
+    frame = frame.with_columns(format_ok=pl.when(copied).then(False).otherwise("format_ok"))  # right answer, no steps
     advantages = pl.DataFrame(
         {
             "trace_id": ["a", "c"], "problem_id": ["a", "c"], "layout": ["anchor", "anchor"],
@@ -173,7 +175,10 @@ def test_table_gives_accuracy_gaps_and_advantages_per_layout_and_kind():
     assert anchor["gap_originally_incorrect"]["mean"] == 0.75  # paired per trace: (1 - 0) and (1 - 0.5)
     assert anchor["gap_originally_correct"]["mean"] == -0.5
     assert inline["gap_originally_incorrect"]["mean"] == -0.25 and inline["advantages"] is None
-    assert anchor["format_rate"] == round(5 / 6, 4)
+    assert anchor["format_rate"] == round(4 / 6, 4)
+    assert anchor["formatted"]["originally_incorrect"]["mean"] == 0.75  # a: 1 of 2 keeps the format, b: 2 of 2
+    assert anchor["formatted"]["gap_originally_incorrect"]["mean"] == 0.5
+    assert none["formatted"]["originally_incorrect"] == none["originally_incorrect"]
     cells = anchor["advantages"]
     assert cells["incorrect_first_wrong"] == {"tokens": 1, "mean": -1.0, "share_negative": 1.0}
     assert cells["incorrect_all"]["tokens"] == 3 and cells["incorrect_after_error"]["mean"] is None

@@ -148,7 +148,7 @@ def test_editing_distill_reruns_training_but_not_traces_or_teacher(smoke_run, tm
 @pytest.mark.slow
 def test_smoke_dag_evaluates_every_checkpoint_and_writes_the_report(smoke_run, tmp_path):
     results = smoke_run / "results/seed_0"
-    arms = ("grpo", "reference", "critique", "critique_through_error", "critique_first_error")
+    arms = ("grpo", "reference", "critique", "critique_through_error", "critique_first_error", "critique_skip_correct")
     checkpoints = [("base", 0)] + [(arm, r) for arm in arms for r in (1, 2)]
     for condition, r in checkpoints:
         samples = pl.read_parquet(results / f"eval/{condition}/round_{r}.parquet")

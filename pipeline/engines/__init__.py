@@ -43,7 +43,8 @@ def load_engine(name: EngineName, model_path: str | Path, **kwargs: Any) -> Engi
 def engine_from_config(cfg: EngineConfig, model_path: str | Path, *, seed: int, max_logprobs: int = 20) -> Engine:
     """Start the engine a stage's ``engine`` config section asks for."""
     if cfg.backend == "transformers":
-        return load_engine("transformers", model_path, seed=seed, max_batch_rows=cfg.max_batch_rows)
+        dtype = "float32" if cfg.dtype == "auto" else cfg.dtype
+        return load_engine("transformers", model_path, seed=seed, max_batch_rows=cfg.max_batch_rows, dtype=dtype)
     if cfg.backend == "vllm":
         return load_engine(
             "vllm",

@@ -20,7 +20,8 @@ LOGITS_BUDGET_BYTES = 1 << 30
 
 
 def _batches(order: Sequence[int], sizes: Sequence[int], budget_tokens: int, max_rows: int) -> Iterator[list[int]]:
-    """Group indices (in ``order``) so each batch's padded size stays under ``budget_tokens``."""
+    """Group indices (in ``order``) so each batch's padded size (rows x largest size) stays under
+    ``budget_tokens`` and it holds at most ``max_rows`` rows."""
     batch: list[int] = []
     longest = 0
     for i in order:
@@ -47,6 +48,7 @@ class HFEngine:
         dtype: str = "float32",
         device: str | None = None,
         max_batch_rows: int = 64,
+        share_prefix: bool = True,
     ) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -67,6 +69,7 @@ class HFEngine:
         eos = self.model.generation_config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos if eos is not None else self.tokenizer.eos_token_id])
         self.max_batch_rows = max_batch_rows
+        self.share_prefix = share_prefix  # score: compute a batch's common prompt prefix once
         torch.manual_seed(seed)
         self.startup_s = time.perf_counter() - start
         log.info("transformers engine: %s loaded in %.1fs on %s", model_path, self.startup_s, self.device)
@@ -141,15 +144,21 @@ class HFEngine:
         k = min(top_k, self.vocab_size)
         rows = [list(p) + list(c) for p, c in zip(prompts, completions)]
         sizes = [len(r) for r in rows]
-        order = sorted(range(len(rows)), key=lambda i: -sizes[i])
-        per_token = max(1, 4 * self.vocab_size)
-        budget = max(max(sizes, default=1), LOGITS_BUDGET_BYTES // per_token)
+        kept = [len(c) + 1 for c in completions]  # logits are kept at completion positions only
+        # Prompts in token order: a batch's rows share a long prefix (template, instruction,
+        # example), whose keys and values are computed once per batch, not once per row.
+        order = sorted(range(len(rows)), key=lambda i: list(prompts[i]))
+        budget = max(max(kept, default=1), LOGITS_BUDGET_BYTES // max(1, 4 * self.vocab_size))
         results: list[TokenScores | None] = [None] * len(rows)
-        for batch in _batches(order, sizes, budget, self.max_batch_rows):
-            ids, mask = self._left_pad([rows[i] for i in batch])
+        groups = list(_batches(order, kept, budget, self.max_batch_rows))
+        for number, batch in enumerate(groups, start=1):
+            shared = shared_prefix_length([prompts[i] for i in batch]) if self.share_prefix else 0
+            log.info(
+                "score: batch %d/%d (%d sequences, up to %d tokens, %d shared)",
+                number, len(groups), len(batch), max(sizes[i] for i in batch), shared,
+            )  # fmt: skip
             keep = max(len(completions[i]) for i in batch) + 1
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep).logits
+            logits = self._completion_logits([rows[i] for i in batch], shared, keep)
             for b, i in enumerate(batch):
                 n = len(completions[i])
                 # Left padding aligns every row's end: the logits predicting completion token t of
@@ -160,8 +169,40 @@ class HFEngine:
                 )
         return results  # type: ignore[return-value]  # every index was filled
 
+    def _completion_logits(self, rows: Sequence[Sequence[int]], shared: int, keep: int) -> torch.Tensor:
+        """Logits ``[B, keep, V]`` at the last ``keep`` positions of left-padded ``rows``.
+
+        The first ``shared`` tokens (common to every row) run once, and their keys and values are
+        repeated for the batch; the rest of each row is left-padded after them.
+        """
+        if shared == 0:
+            ids, mask = self._left_pad(rows)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            return self.model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep).logits
+        prefix = torch.tensor([list(rows[0][:shared])], dtype=torch.long, device=self.device)
+        cache = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1).past_key_values
+        cache.batch_repeat_interleave(len(rows))
+        ids, mask = self._left_pad([row[shared:] for row in rows])
+        positions = shared + (mask.cumsum(-1) - 1).clamp(min=0)
+        full_mask = torch.cat([torch.ones((len(rows), shared), dtype=mask.dtype, device=mask.device), mask], dim=1)
+        return self.model(
+            input_ids=ids, attention_mask=full_mask, position_ids=positions, past_key_values=cache, logits_to_keep=keep
+        ).logits
+
     def close(self) -> None:
         del self.model
+
+
+def shared_prefix_length(prompts: Sequence[Sequence[int]], minimum: int = 16) -> int:
+    """Tokens every prompt starts with, leaving each at least one token of its own (0 below ``minimum``
+    or for a single prompt, where sharing saves nothing)."""
+    if len(prompts) < 2:
+        return 0
+    shortest = min(len(p) for p in prompts) - 1
+    n = 0
+    while n < shortest and all(p[n] == prompts[0][n] for p in prompts):
+        n += 1
+    return n if n >= minimum else 0
 
 
 def _scores_from_logprobs(logprobs: torch.Tensor, targets: torch.Tensor, k: int) -> TokenScores:
