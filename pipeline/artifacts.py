@@ -121,6 +121,7 @@ TRAIN_LOG_SCHEMA = pl.Schema(
         "mean_reward": pl.Float32,  # GRPO only
         "student_entropy": pl.Float32,  # mean over the batch's completion tokens, full vocabulary (nats)
         "teacher_entropy": pl.Float32,  # distillation: the target's, on its top-k + tail support (a lower bound)
+        "student_support_entropy": pl.Float32,  # distillation: the student's on that same support
         "tokens": pl.Int32,  # completion tokens processed
         "loss_tokens": pl.Int32,  # of which carried loss (distill.token_mask and friends)
         "tokens_per_s": pl.Float32,

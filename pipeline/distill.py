@@ -116,6 +116,7 @@ def distill_loss(
             "mask": mask,
             "student_entropy": entropy(student),
             "teacher_entropy": entropy(teacher_lp),
+            "student_support_entropy": entropy(student_lp if cfg.support == "tail" else student_lp.log_softmax(-1)),
         }
     return per_token, stats
 
@@ -156,7 +157,7 @@ def train_distill(model: Any, rows: pl.DataFrame, cfg: DistillConfig) -> pl.Data
             stats.kl += diag["kl"][mask].sum().item()
             stats.teacher_mass += diag["teacher_mass"][mask].sum().item()
             stats.add_ratio(diag["ratio"][mask], diag["ratio"][mask] > cfg.is_clip)
-            stats.add_entropy(diag["student_entropy"], diag["teacher_entropy"])
+            stats.add_entropy(diag["student_entropy"], diag["teacher_entropy"], diag["student_support_entropy"])
         return loss
 
     return train_loop(model, rows, cfg.optim, micro_step, token_counts=rows["loss_mask"].list.sum().to_list())

@@ -218,8 +218,9 @@ def avg_per_round_figure(checkpoints: pl.DataFrame, n: int) -> bytes:
 
 
 def training_curves_figure(training: pl.DataFrame) -> bytes:
-    """Per optimizer step of every arm (first seed): loss, KL, GRPO reward, and the student's and the
-    teacher's mean token entropy (dashed: the teacher's), where flattening shows as it happens."""
+    """Per optimizer step of every arm (first seed): loss, KL, GRPO reward, the student's mean token
+    entropy, and for distillation the student's and the teacher's on the teacher's stored top-k + tail
+    support (comparable to each other), where flattening shows as it happens."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -229,9 +230,10 @@ def training_curves_figure(training: pl.DataFrame) -> bytes:
         ("loss", "loss"),
         ("kl", "KL to teacher / initial policy"),
         ("mean_reward", "GRPO mean reward"),
-        ("student_entropy", "token entropy (nats): student, teacher dashed"),
+        ("student_entropy", "student token entropy (nats)"),
+        ("student_support_entropy", "on the teacher's support: student, teacher dashed"),
     ]
-    fig, axes = plt.subplots(1, len(panels), figsize=(16, 3.2))
+    fig, axes = plt.subplots(1, len(panels), figsize=(19, 3.2))
     first_seed = training["seed"].min()
     for ax, (column, title) in zip(axes, panels):
         for (arm,), group in training.filter(pl.col("seed") == first_seed).group_by("condition", maintain_order=True):
@@ -239,7 +241,7 @@ def training_curves_figure(training: pl.DataFrame) -> bytes:
             if values.height:
                 ax.plot(values["global_step"], values[column], marker=".", label=arm, color=arm_color(arm))
             teacher = group.select("global_step", "teacher_entropy").drop_nulls()
-            if column == "student_entropy" and teacher.height:
+            if column == "student_support_entropy" and teacher.height:
                 ax.plot(teacher["global_step"], teacher["teacher_entropy"], ls="--", color=arm_color(arm))
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("optimizer step (all rounds)")
@@ -559,9 +561,9 @@ def render_report(
         "temperature 1, top-p 1).</p>",
         _img(entropy_figure(checkpoints), "token entropy per checkpoint"),
         f"<h2>Training curves</h2>{curves}",
-        "<p class='note'>Student entropy: full vocabulary; teacher entropy (dashed): the distillation target on its "
-        "stored top-k + tail support, a lower bound. A student whose entropy climbs toward the teacher's is "
-        "being flattened.</p>",
+        "<p class='note'>Student token entropy: over the full vocabulary. On the teacher's support: the student "
+        "(solid) and the distillation target (dashed) on the stored top-k + one tail bucket, a lower bound of "
+        "each full entropy that compares the two. A student whose entropy climbs is being flattened.</p>",
         "<h2>Per-token advantages A<sub>t</sub> = log p<sub>teacher</sub> - log p<sub>student</sub></h2>",
         "<p class='note'>Shared round-0 traces under every context kind, by token category and trace correctness. "
         "Each cell: mean A<sub>t</sub> / share with A<sub>t</sub> &lt; 0 / mean |A<sub>t</sub>| (tokens).</p>",

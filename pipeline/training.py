@@ -166,7 +166,8 @@ class StepStats:
         self.clipped = 0.0
         self.rewards: list[float] = []  # GRPO: the batch's sequence rewards
         self.student_entropy = 0.0  # token sums over every completion token of the batch
-        self.teacher_entropy: float | None = None
+        self.teacher_entropy: float | None = None  # distillation: on the stored top-k + tail support
+        self.student_support_entropy: float | None = None  # the student on that same support
         self.entropy_tokens = 0
 
     def add_ratio(self, ratio: torch.Tensor, clipped: torch.Tensor) -> None:
@@ -176,11 +177,15 @@ class StepStats:
         self.ratio_max = max(self.ratio_max, ratio.max().item())
         self.clipped += clipped.sum().item()
 
-    def add_entropy(self, student: torch.Tensor, teacher: torch.Tensor | None = None) -> None:
-        """Per-token entropies ``[T]`` of one completion: the student's, and the teacher's if any."""
+    def add_entropy(
+        self, student: torch.Tensor, teacher: torch.Tensor | None = None, student_support: torch.Tensor | None = None
+    ) -> None:
+        """Per-token entropies ``[T]`` of one completion: the student's over the vocabulary, and for
+        distillation the teacher's and the student's on the teacher's stored support."""
         self.student_entropy += student.sum().item()
-        if teacher is not None:
+        if teacher is not None and student_support is not None:
             self.teacher_entropy = (self.teacher_entropy or 0.0) + teacher.sum().item()
+            self.student_support_entropy = (self.student_support_entropy or 0.0) + student_support.sum().item()
         self.entropy_tokens += len(student)
 
 
@@ -236,9 +241,8 @@ def train_loop(
                 "is_clipped_frac": stats.clipped / batch_tokens,
                 "mean_reward": sum(stats.rewards) / len(stats.rewards) if stats.rewards else None,
                 "student_entropy": stats.student_entropy / max(stats.entropy_tokens, 1),
-                "teacher_entropy": (
-                    None if stats.teacher_entropy is None else stats.teacher_entropy / max(stats.entropy_tokens, 1)
-                ),
+                "teacher_entropy": _per_token(stats.teacher_entropy, stats.entropy_tokens),
+                "student_support_entropy": _per_token(stats.student_support_entropy, stats.entropy_tokens),
                 "tokens": processed,
                 "loss_tokens": batch_tokens,
                 "tokens_per_s": processed / seconds,
@@ -251,6 +255,10 @@ def train_loop(
             processed / seconds,
         )  # fmt: skip
     return pl.DataFrame(records, schema=TRAIN_LOG_SCHEMA)
+
+
+def _per_token(total: float | None, tokens: int) -> float | None:
+    return None if total is None else total / max(tokens, 1)
 
 
 def dist_rank_world() -> tuple[int, int]:
@@ -277,14 +285,16 @@ def all_reduce_step(trainable: Sequence[torch.nn.Parameter], stats: StepStats) -
     sums = torch.tensor(
         [
             stats.loss, stats.kl, stats.teacher_mass or 0.0, stats.ratio, stats.clipped, stats.student_entropy,
-            stats.teacher_entropy or 0.0, stats.entropy_tokens,
+            stats.teacher_entropy or 0.0, stats.student_support_entropy or 0.0, stats.entropy_tokens,
         ],
         dtype=torch.float64,
     )  # fmt: skip
     dist.all_reduce(sums, op=dist.ReduceOp.SUM)
-    stats.loss, stats.kl, mass, stats.ratio, stats.clipped, stats.student_entropy, teacher_entropy, n = sums.tolist()
+    (stats.loss, stats.kl, mass, stats.ratio, stats.clipped, stats.student_entropy, teacher_entropy, support_entropy,
+     n) = sums.tolist()  # fmt: skip
     stats.teacher_mass = None if stats.teacher_mass is None else mass
     stats.teacher_entropy = None if stats.teacher_entropy is None else teacher_entropy
+    stats.student_support_entropy = None if stats.student_support_entropy is None else support_entropy
     stats.entropy_tokens = int(n)
     top = torch.tensor([stats.ratio_max], dtype=torch.float64)
     dist.all_reduce(top, op=dist.ReduceOp.MAX)

@@ -166,6 +166,8 @@ def test_masked_training_counts_only_masked_tokens_and_logs_entropy(tiny_model_d
     per_trace = sum(token_mask(CATEGORIES, mode))
     assert log["loss_tokens"].to_list() == [2 * per_trace] * 4 and log["tokens"].to_list() == [12] * 4
     assert (log["student_entropy"] > 0).all() and (log["teacher_entropy"] > 0).all()
+    support = log["student_support_entropy"]
+    assert (support > 0).all() and (support <= log["student_entropy"] + 1e-5).all()  # bucketing lowers entropy
 
 
 def test_rows_without_a_loss_token_are_dropped(tiny_model_dir):
