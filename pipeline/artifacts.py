@@ -83,6 +83,7 @@ CRITIQUES_SCHEMA = pl.Schema(
         "alignment_score": pl.Float32,  # share of pre-error steps reproduced verbatim (null if none)
         "first_changed_step": pl.Int32,  # 1-based first step the rewrite changes (null if none)
         "answer_leak": pl.Boolean,  # does the context state the final answer before deriving it?
+        "rewrite_correct": pl.Boolean,  # does the rewrite end in the ground-truth answer? (null: no rewrite)
     }
 )
 

@@ -250,6 +250,8 @@ class CriticConfig:
     backend: Literal["oracle", "llm"] = "oracle"
     model: str | None = None  # llm: a key of `models`
     fallback: Literal["reference", "skip"] = "reference"
+    # llm: a rewrite whose final answer is not the ground truth is unusable (parse_error wrong_answer)
+    require_correct_rewrite: bool = True
     llm: LLMCriticConfig | None = None
 
     def __post_init__(self) -> None:

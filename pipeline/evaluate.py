@@ -28,10 +28,10 @@ import polars as pl
 
 from pipeline.artifacts import EVAL_SAMPLES_SCHEMA, PROBLEMS_SCHEMA, read_artifact, write_artifact, write_json
 from pipeline.config import EvaluateConfig, PromptConfig
-from pipeline.critic import parse_arith_step
 from pipeline.engines import Completion, SamplingConfig, engine_from_config
 from pipeline.models import read_provenance
-from pipeline.tasks.solver_format import parse_response
+from pipeline.tasks.arith import parse_arith_step
+from pipeline.tasks.solver_format import build_prompts, parse_response
 from pipeline.tasks.verify import normalize_answer, verify_answer
 
 log = logging.getLogger(__name__)
@@ -214,8 +214,6 @@ def evaluate(
 ) -> dict[str, Any]:
     """Sample ``model`` on the eval ``problems``; write per-sample Parquet and the summary JSON."""
     from transformers import AutoTokenizer
-
-    from pipeline.traces import build_prompts
 
     eval_set = read_artifact(problems, schema=PROBLEMS_SCHEMA, artifact="problems")
     prompts = build_prompts(eval_set, AutoTokenizer.from_pretrained(model), prompt)

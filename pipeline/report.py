@@ -122,17 +122,25 @@ def beats_base(checkpoints: pl.DataFrame) -> pl.DataFrame:
 
 
 def critic_qa(critiques: pl.DataFrame) -> pl.DataFrame:
-    """Per critiques file (seed, condition, round): verdict counts, alignment, leak rate, parse errors."""
+    """Per critiques file (seed, condition, round): verdicts, parse and fallback rates, alignment, leaks.
+
+    Rows the critic did not review (``critic`` = ``reward_only``: an LLM critic's GRPO and reference
+    traces) count as traces but not in the rates.
+    """
+    reviewed = pl.col("critic") != "reward_only"
     return (
         critiques.group_by("seed", "condition", "round", maintain_order=True)
         .agg(
             traces=pl.len(),
+            reviewed=reviewed.sum(),
             wrong=(pl.col("verdict") == "wrong").sum(),
             correct=(pl.col("verdict") == "correct").sum(),
+            parse_errors=(pl.col("parse_error").is_not_null() & reviewed).sum(),
+            parse_rate=1 - (pl.col("parse_error").is_not_null() & reviewed).sum() / reviewed.sum(),
+            fallback_rate=(pl.col("fallback").is_not_null() & reviewed).sum() / reviewed.sum(),
             mean_alignment=pl.col("alignment_score").mean(),
-            leak_rate=pl.col("answer_leak").mean(),
-            parse_errors=pl.col("parse_error").is_not_null().sum(),
-            fallbacks=pl.col("fallback").is_not_null().sum(),
+            leak_rate=pl.col("answer_leak").filter(reviewed).mean(),
+            rewrite_correct=pl.col("rewrite_correct").mean(),
         )
         .sort("seed", "round", "condition")
     )
@@ -387,8 +395,11 @@ def render_report(
         _img(advantage_figure_png, "token-coloured advantages"),
         f"<details><summary>Token view (HTML)</summary>{advantage_figure_html}</details>",
         f"<h2>Critic QA</h2>{html_table(critic_qa(critiques))}",
-        "<p class='note'>alignment: share of pre-error steps the rewrite reproduces verbatim; leak: the critique "
-        "states the final answer before deriving it.</p>",
+        "<p class='note'>reviewed: traces the critic rewrote (an LLM critic skips the GRPO and reference arms' "
+        "own traces, whose contexts use no rewrite); parse_rate: usable rewrites among them, fallback_rate: "
+        "the rest, handled by <code>critic.fallback</code>; alignment: share of pre-error steps the rewrite "
+        "reproduces verbatim; leak: the critique states the final answer before deriving it; rewrite_correct: "
+        "the rewrite ends in the ground truth.</p>",
         "<h2>Provenance</h2>",
         f"<pre>{html.escape(json.dumps(provenance_record, indent=2, sort_keys=True, default=str), quote=False)}</pre>",
     ]

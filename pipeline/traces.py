@@ -17,10 +17,10 @@ from pathlib import Path
 import polars as pl
 
 from pipeline.artifacts import PROBLEMS_SCHEMA, TRACES_SCHEMA, read_artifact, write_artifact
-from pipeline.config import PromptConfig, TracesConfig
+from pipeline.config import TracesConfig
 from pipeline.engines import Completion, Engine, SamplingConfig, engine_from_config
 from pipeline.models import read_provenance
-from pipeline.tasks.solver_format import parse_response, render_chat_prompt, solver_user_message
+from pipeline.tasks.solver_format import build_prompts, parse_response
 from pipeline.tasks.verify import verify_answer
 
 log = logging.getLogger(__name__)
@@ -40,26 +40,6 @@ def schedule(problem_ids: Sequence[str], *, round_index: int, per_round: int, se
         random.Random(f"{seed}-epoch-{epoch}").shuffle(order)
         picked.append(order[offset])
     return picked
-
-
-def build_prompts(problems: pl.DataFrame, tokenizer, prompt: PromptConfig) -> pl.DataFrame:
-    """Chat-formatted solver prompt text and token ids, one row per problem."""
-    messages = [
-        solver_user_message(
-            q,
-            instruction=prompt.instruction,
-            example_question=prompt.example_question,
-            example_solution=prompt.example_solution,
-        )
-        for q in problems["question"]
-    ]
-    texts = [render_chat_prompt(tokenizer, m, enable_thinking=prompt.enable_thinking) for m in messages]
-    ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-    return problems.select("problem_id", "answer", "verifier").with_columns(
-        user_message=pl.Series(messages, dtype=pl.String),
-        prompt=pl.Series(texts, dtype=pl.String),
-        prompt_token_ids=pl.Series(ids, dtype=pl.List(pl.Int32)),
-    )
 
 
 def traces_frame(

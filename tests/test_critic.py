@@ -3,7 +3,14 @@ import pytest
 
 from pipeline.artifacts import CRITIQUES_SCHEMA
 from pipeline.config import CriticConfig, LLMCriticConfig
-from pipeline.critic import llm_review, oracle_review, parse_arith_step, parse_critic_output, review_traces
+from pipeline.critic import (
+    critique_stats,
+    llm_review,
+    oracle_review,
+    parse_arith_step,
+    parse_critic_output,
+    review_traces,
+)
 from pipeline.tasks.solver_format import parse_response
 
 # 33 - 19 = 14, 14 / 2 = 7, 7 + 49 = 56, 56 / 7 = 8
@@ -200,3 +207,98 @@ def test_query_critic_stage_with_a_real_llm_critic(tiny_model_dir, tmp_path):
     # random weights write no steps: every row records why and falls back to the reference
     assert critiques["parse_error"].is_not_null().all()
     assert critiques["critique_text"].to_list() == train["reference"].to_list()
+
+
+def test_llm_review_of_thinking_critics():
+    from tests.tasks.test_solver_format import QWEN3_THINKING, QWQ_THINKING
+
+    qwen3 = llm_review(
+        QWEN3_THINKING, completion=WRONG, finish_reason="stop", is_correct=False, fallback="skip", reference="r",
+        answer="8",
+    )  # fmt: skip
+    assert qwen3.parse_error is None and qwen3.first_wrong_step == 2 and "redo" not in qwen3.critique_text
+    # QwQ's output starts inside the thinking its template opened: without that flag the rewrite keeps the prose
+    qwq = llm_review(
+        QWQ_THINKING, completion=WRONG, finish_reason="stop", is_correct=False, fallback="skip", reference="r",
+        think_opened=True,
+    )  # fmt: skip
+    assert qwq.parse_error is None and qwq.critique_text.startswith("<step_1>")
+    cut = llm_review(
+        "Okay, step 1 is right. Step 2", completion=WRONG, finish_reason="stop", is_correct=False, fallback="reference",
+        reference="prose", think_opened=True,
+    )  # fmt: skip
+    assert cut.parse_error == "think_only" and cut.critique_text == "prose"
+
+
+def test_rewrite_with_a_wrong_final_answer_is_unusable():
+    wrong_rewrite = "<step_1> 33 - 19 = 14 </step_1>\n<step_2> 14 / 2 = 7 </step_2>\n<answer> 7 </answer>"
+    kwargs = {"completion": WRONG, "finish_reason": "stop", "is_correct": False, "fallback": "reference"}
+    review = llm_review(wrong_rewrite, reference="prose", answer="8", **kwargs)
+    assert review.parse_error == "wrong_answer" and review.critique_text == "prose"
+    assert llm_review(wrong_rewrite, reference="prose", answer=None, **kwargs).parse_error is None
+
+
+PROSE_QUESTION_ANSWER = "\\frac{3}{2}"
+PROSE_TRACE = (
+    "<step_1> The roots of $x^2 - 5x + 6$ are 2 and 3. </step_1>\n"
+    "<step_2> The larger over the smaller is $\\frac{2}{3}$. </step_2>\n\\boxed{\\frac{2}{3}}"
+)
+PROSE_REWRITE = (
+    "<think>\nStep 2 divides the wrong way round.\n</think>\n"
+    "<step_1> The roots of $x^2 - 5x + 6$ are 2 and 3. </step_1>\n"
+    "<step_2> The larger over the smaller is $\\frac{3}{2}$. </step_2>\n\\boxed{\\frac{3}{2}}"
+)
+
+
+def test_llm_review_of_a_prose_trace_with_math_verify():
+    review = llm_review(
+        PROSE_REWRITE, completion=PROSE_TRACE, finish_reason="stop", is_correct=False, fallback="skip", reference="r",
+        answer="3/2", verifier="math",
+    )  # fmt: skip
+    assert review.parse_error is None and review.verdict == "wrong" and review.first_wrong_step == 2
+    assert review.critique_steps[0] == "The roots of $x^2 - 5x + 6$ are 2 and 3."
+    assert review.critique_text.endswith("\\boxed{\\frac{3}{2}}")
+
+
+def llm_cfg(**overrides):
+    return CriticConfig(
+        backend="llm",
+        model="critic",
+        fallback="reference",
+        llm=LLMCriticConfig(prompt_version="v1", prompt_template="{question}"),
+        **overrides,
+    )
+
+
+def test_review_traces_prose_qa_columns():
+    joined = joined_rows([PROSE_TRACE, PROSE_TRACE], [False, False]).with_columns(
+        answer=pl.lit("3/2"), verifier=pl.lit("math")
+    )
+    outputs = [PROSE_REWRITE, PROSE_REWRITE.replace("\\frac{3}{2}}", "\\frac{2}{3}}")]
+    frame = review_traces(joined, cfg=llm_cfg(), critic_outputs=outputs, critic_model="m")
+    assert frame["parse_error"].to_list() == [None, "wrong_answer"]
+    assert frame["alignment_score"].to_list() == [1.0, None]
+    assert frame["rewrite_correct"].to_list() == [True, None]
+    assert frame["answer_leak"].to_list() == [False, False]
+    assert frame["first_changed_step"].to_list() == [2, None]
+
+
+def test_reward_only_rows_call_no_critic():
+    frame = review_traces(joined_rows([GOOD, WRONG], [True, False]), cfg=llm_cfg(), critic_outputs=None, rewrite=False)
+    assert frame["critic"].to_list() == ["reward_only"] * 2
+    assert frame["reward"].to_list() == [1.0, 0.0] and frame["verdict"].to_list() == ["correct", "wrong"]
+    assert frame["critique_text"].to_list() == [None, None] and frame["parse_error"].null_count() == 2
+    stats = critique_stats(frame)
+    assert stats["reviewed"] == 0 and stats["parse_rate"] is None
+    # the oracle is exact and free: it always rewrites
+    oracle = review_traces(joined_rows([WRONG], [False]), cfg=CriticConfig(backend="oracle"), rewrite=False)
+    assert oracle["critic"].to_list() == ["oracle"] and oracle["critique_text"][0] is not None
+
+
+def test_critique_stats_rates():
+    outputs = [RECORDED["valid"], RECORDED["empty"], RECORDED["malformed"], RECORDED["valid"]]
+    frame = review_traces(joined_rows([WRONG] * 4, [False] * 4), cfg=llm_cfg(), critic_outputs=outputs)
+    stats = critique_stats(frame)
+    assert stats["parse_rate"] == 0.5 and stats["fallback_rate"] == 0.5
+    assert stats["parse_error_kinds"] == {"empty": 1, "no_steps": 1}
+    assert stats["rewrite_correct_rate"] == 1.0 and stats["mean_alignment"] == 1.0

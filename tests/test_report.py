@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 
 from pipeline.artifacts import EVAL_SAMPLES_SCHEMA, TRAIN_LOG_SCHEMA
-from pipeline.report import beats_base, checkpoint_table, render_report, table_one, training_frame
+from pipeline.report import beats_base, checkpoint_table, critic_qa, render_report, table_one, training_frame
 
 
 def _samples(condition: str, round_index: int, seed: int, correct: dict[str, list[bool]]) -> list[dict]:
@@ -99,7 +99,8 @@ def test_render_report_has_every_section_and_no_external_assets():
     critiques = pl.DataFrame(
         {
             "seed": [0], "condition": ["shared"], "round": [0], "verdict": ["wrong"], "alignment_score": [1.0],
-            "answer_leak": [False], "parse_error": [None], "fallback": [None],
+            "answer_leak": [False], "parse_error": [None], "fallback": [None], "critic": ["oracle"],
+            "rewrite_correct": [True],
         }
     )  # fmt: skip
     page = render_report(
@@ -119,3 +120,22 @@ def test_render_report_has_every_section_and_no_external_assets():
     assert 'src="http' not in page and "<script src" not in page
     assert "critique round 1" in page  # its CI lies above the base's
     assert '"solver": "tiny"' in page
+
+
+def test_critic_qa_rates_leave_out_reward_only_rows():
+    critiques = pl.DataFrame(
+        {
+            "seed": [0] * 5, "condition": ["shared"] * 3 + ["grpo"] * 2, "round": [0] * 5,
+            "verdict": ["wrong", "wrong", "correct", "wrong", "correct"],
+            "alignment_score": [1.0, None, 0.5, None, None], "answer_leak": [True, False, False, False, False],
+            "parse_error": [None, "no_steps", None, None, None], "fallback": [None, "reference", None, None, None],
+            "critic": ["llm"] * 3 + ["reward_only"] * 2, "rewrite_correct": [True, None, False, None, None],
+        }
+    )  # fmt: skip
+    qa = critic_qa(critiques).sort("condition")
+    grpo, shared = qa.row(0, named=True), qa.row(1, named=True)
+    assert shared["traces"] == 3 and shared["reviewed"] == 3 and shared["parse_errors"] == 1
+    assert shared["parse_rate"] == pytest.approx(2 / 3) and shared["fallback_rate"] == pytest.approx(1 / 3)
+    assert shared["leak_rate"] == pytest.approx(1 / 3) and shared["rewrite_correct"] == 0.5
+    assert shared["mean_alignment"] == 0.75
+    assert grpo["traces"] == 2 and grpo["reviewed"] == 0 and grpo["parse_errors"] == 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -205,3 +206,17 @@ def generate_problems(
             )
         )
     return out
+
+
+_OPS = {"+": "+", "-": "-", "*": "*", "x": "*", "×": "*", "/": "/", "÷": "/"}
+_NUM = r"-?\d+(?:\.\d+)?"
+_STEP_RE = re.compile(rf"^\s*({_NUM})\s*([-+*/x×÷])\s*({_NUM})\s*=\s*({_NUM})(?:\s+[A-Za-z ]*)?\s*\.?\s*$")
+
+
+def parse_arith_step(text: str) -> tuple[float, str, float, float] | None:
+    """``a op b = c`` (with x, ×, ÷ and trailing unit words allowed), or None."""
+    match = _STEP_RE.match(text)
+    if match is None:
+        return None
+    a, op, b, c = match.groups()
+    return float(a), _OPS[op], float(b), float(c)

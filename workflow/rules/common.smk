@@ -47,6 +47,11 @@ def model_spec(wildcards):
     return canonical(config["models"][wildcards.model])
 
 
+def critic_rewrites(wildcards):
+    """Whether a traces file needs the critic's rewrite: GRPO uses the reward, the reference arm the reference."""
+    return wildcards.condition not in ("grpo", "reference")
+
+
 def critic_model_dirs():
     """The critic model's folder when the critic is an LLM; none for the oracle."""
     critic = config["critic"]

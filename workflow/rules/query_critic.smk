@@ -7,6 +7,7 @@ rule query_critic:
         "results/seed_{seed}/critiques/{condition}/round_{round}.parquet",
     params:
         cfg=section("critic"),
+        rewrite=critic_rewrites,
         version=STAGE_VERSIONS["query_critic"],
     threads: workflow.cores  # a model stage uses every core it is given; one runs at a time
     log:
