@@ -304,6 +304,24 @@ def premise_html(premise: Mapping[str, Any]) -> str:
     return html_table(pl.DataFrame(rows))
 
 
+def selection_html(summary: Mapping[str, Any]) -> str:
+    """select_problems: per split, candidates, kept, and how many problems each filter dropped."""
+    filters = ("too_easy", "too_hard", "critic_fails", "format", "over_cap")
+    rows = []
+    for split, entry in summary["splits"].items():
+        row: dict[str, Any] = {"split": split, "candidates": entry["candidates"], "kept": entry["kept"]}
+        row |= {f"fail {name}": entry["failing"][name] for name in filters}
+        row |= {"mean Avg@n of candidates": entry["mean_avg"]}
+        rows.append(row)
+    bounds = summary["filters"]
+    note = (
+        f"Kept: Avg@n in [{bounds['min_avg']}, {bounds['max_avg']}), format rate >= {bounds['min_format_rate']}"
+        + (", solved by the critic" if bounds["critic_solves"] else "")
+        + ". A problem can fail several filters; over_cap: passed, beyond n_train / n_eval."
+    )
+    return html_table(pl.DataFrame(rows)) + f"<p class='note'>{html.escape(note)}</p>"
+
+
 def provenance(config: Mapping[str, Any], model_dirs: Sequence[Path]) -> dict[str, Any]:
     """Config, package versions, model hashes, git commit, Python and platform."""
     versions = {}
@@ -348,8 +366,9 @@ def render_report(
     advantage_figure_html: str,
     critiques: pl.DataFrame,
     provenance_record: Mapping[str, Any],
+    selection: Mapping[str, Any] | None = None,
 ) -> str:
-    """The whole report page as a string."""
+    """The whole report page as a string (``selection``: select_problems' summary, when it ran)."""
     n = int(checkpoints["n"][0])
     seeds = int(checkpoints["seeds"].max())
     winners = beats_base(checkpoints)
@@ -376,6 +395,7 @@ def render_report(
         "</p>",
         f"<p class='verdict'>{html.escape(verdict)}</p>",
         f"<h2>Table 1: best and last round</h2>{table_one_html(table_one(checkpoints), n)}",
+        *([f"<h2>Problem selection</h2>{selection_html(selection)}"] if selection else []),
         "<p class='note'>Best: the round (1..R) with the highest value of each metric; the base row is the "
         "untrained solver. CIs are 95% percentile bootstrap intervals over eval problems (per-problem "
         "metrics averaged over seeds first).</p>",
@@ -431,6 +451,7 @@ def report(
     out: Path,
     resamples: int = 1000,
     seed: int = 0,
+    selection: Path | None = None,
 ) -> dict[str, Any]:
     """Read every result and write the report page ``out`` (atomically).
 
@@ -455,6 +476,7 @@ def report(
             ]
         ),
         provenance_record=provenance(config, model_dirs),
+        selection=json.loads(selection.read_text()) if selection is not None else None,
     )
     write_text_atomic(page, out)
     table = table_one(checkpoints)

@@ -9,6 +9,7 @@ no torch.
 STAGE_VERSIONS = {
     "prepare_model": 2,
     "prepare_problems": 1,
+    "select_problems": 1,
     "generate_traces": 3,
     "query_critic": 3,
     "build_teacher_contexts": 2,

@@ -112,7 +112,19 @@ def test_render_report_has_every_section_and_no_external_assets():
         advantage_figure_html="<p>tokens <b>&lt;step_1&gt;</b></p>",
         critiques=critiques,
         provenance_record={"git_commit": "abc", "config": {"solver": "tiny", "critic": {"backend": "oracle"}}},
+        selection={
+            "filters": {"max_avg": 0.3125, "min_avg": 0.0, "min_format_rate": 0.5, "critic_solves": True},
+            "splits": {
+                "train": {
+                    "candidates": 9,
+                    "kept": 4,
+                    "mean_avg": 0.3,
+                    "failing": {"too_easy": 3, "too_hard": 0, "critic_fails": 2, "format": 1, "over_cap": 0},
+                },
+            },
+        },  # fmt: skip
     )
+    assert "Problem selection" in page and "<td>train</td><td>9</td><td>4</td><td>3</td><td>0</td><td>2</td>" in page
     for heading in ("Table 1", "Avg@4 per round", "Training curves", "Premise", "Per-token advantages", "Critic QA",
                     "Provenance"):  # fmt: skip
         assert heading in page, heading

@@ -186,3 +186,24 @@ def test_seeds_option_repeats_the_experiment_and_reports_once(tmp_path):
         assert ("evaluate", f"seed={seed}, condition=critique, round=2") in jobs
     assert {wc for rule, wc in jobs if rule in ("analyse_advantages", "check_premise")} == {"seed=0"}
     assert [rule for rule, _ in jobs].count("report") == 1
+
+
+@pytest.mark.slow
+def test_smoke_dag_selects_problems_and_threshold_edits_sample_nothing(smoke_run, tmp_path):
+    selection = smoke_run / "results/problems/selection"
+    train = pl.read_parquet(selection / "train.parquet")
+    assert train.schema == PROBLEMS_SCHEMA and train.height == 8  # 10 candidates, capped at 8
+    samples = pl.read_parquet(selection / "solver_samples.parquet")
+    assert samples.group_by("problem_id").len()["len"].to_list() == [4] * 14  # 10 train + 4 eval candidates x 4
+    summary = json.loads((selection / "summary.json").read_text())
+    assert summary["splits"]["train"]["failing"]["over_cap"] == 2
+    assert "Problem selection" in (smoke_run / "results/report.html").read_text()
+    # every later stage reads the selected problems
+    traces = pl.read_parquet(smoke_run / "results/seed_0/traces/shared/round_0.parquet")
+    assert set(traces["problem_id"]) <= set(train["problem_id"])
+    config = yaml.safe_load(SMOKE_CONFIG.read_text())
+    config["select_problems"]["filters"]["n_train"] = 6
+    edited = tmp_path / "filters.yaml"
+    edited.write_text(yaml.safe_dump(config))
+    rules = {rule for rule, _ in planned_jobs(snakemake(smoke_run, "--configfile", str(edited), "-n").stdout)}
+    assert "select_problems" in rules and "select_problems_solver" not in rules and "prepare_problems" not in rules

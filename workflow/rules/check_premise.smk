@@ -4,7 +4,7 @@ rule check_premise:
     input:
         traces="results/seed_{seed}/traces/shared/round_0.parquet",
         contexts=expand("results/seed_{{seed}}/contexts/{kind}/round_0.parquet", kind=PREMISE_KINDS),
-        problems="results/problems/train.parquet",
+        problems=problems_file("train"),
         model=f"resources/models/{config['solver']}",
     output:
         samples="results/seed_{seed}/premise/round_0.parquet",
@@ -14,6 +14,8 @@ rule check_premise:
         kinds=PREMISE_KINDS,
         version=STAGE_VERSIONS["check_premise"],
     threads: workflow.cores  # a model stage uses every core it is given; one runs at a time
+    resources:
+        gpu=1,
     log:
         "logs/check_premise/seed_{seed}.log",
     benchmark:

@@ -23,6 +23,9 @@ CONTEXT_KINDS = ["reference", "critique", "critique_full_quote", "critique_label
 PREMISE_KINDS = ["reference", "critique"]
 # Traces are sampled for rounds 0..R-1; each trains round r+1's student, up to round R.
 TRACE_ROUNDS = list(range(ROUNDS))
+# select_problems (optional): the later stages read the selected problems instead of the candidates.
+SELECTION = config.get("select_problems", {"enabled": False})
+SELECT = SELECTION["enabled"]
 
 
 wildcard_constraints:
@@ -180,3 +183,39 @@ def teacher_targets():
         for r in TRACE_ROUNDS
         for condition in SD_CONDITIONS
     ]
+
+
+def problems_file(split):
+    """The problems a stage reads: select_problems' kept ones when it is on, else prepare_problems'."""
+    return f"results/problems/selection/{split}.parquet" if SELECT else f"results/problems/{split}.parquet"
+
+
+def selection_subsection(name):
+    """One subsection of select_problems (solver, critic, filters), as a rule's params."""
+    return canonical(SELECTION.get(name) or {})
+
+
+def selection_critic_answers():
+    """The critic's own answers to the candidates: needed only for an LLM critic (the oracle solves arith)."""
+    return ["results/problems/selection/critic_answers.parquet"] if config["critic"]["backend"] == "llm" else []
+
+
+def selection_summaries():
+    """select_problems' summary for the report, when the stage is on."""
+    return ["results/problems/selection/summary.json"] if SELECT else []
+
+
+def critic_gpus(wildcards=None):
+    """Devices of a job that runs the critic model: its engine's tensor-parallel size (none for the oracle).
+
+    query_critic passes its wildcards: traces that need no rewrite call no critic.
+    """
+    critic = config["critic"]
+    if critic["backend"] != "llm" or (wildcards is not None and not critic_rewrites(wildcards)):
+        return 0
+    return critic.get("llm", {}).get("engine", {}).get("tensor_parallel_size", 1)
+
+
+def selection_critic_gpus(wildcards=None):
+    """Devices of select_problems_critic: the tensor-parallel size of its engine."""
+    return (SELECTION.get("critic") or {}).get("engine", {}).get("tensor_parallel_size", 1)
