@@ -166,6 +166,11 @@ class DatasetSource:
     reference_column: str | None = None
     answer_format: Literal["plain", "gsm8k", "boxed"] = "plain"
     verifier: Literal["exact", "math"] = "math"
+    # openmathreasoning: the OpenMathReasoning layout (problem, expected_answer, generated_solution;
+    # only has_answer_extracted rows; the reference is the solution after its thinking); it sets the
+    # columns, answer format and verifier itself
+    preset: Literal["none", "openmathreasoning"] = "none"
+    max_rows: int | None = None  # read at most this many rows (a hub id is then streamed, not downloaded whole)
 
 
 @dataclasses.dataclass(frozen=True)
