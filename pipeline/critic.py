@@ -311,6 +311,29 @@ def critique_stats(critiques: pl.DataFrame) -> dict[str, Any]:
     }
 
 
+def oracle_agreement(llm: pl.DataFrame, oracle: pl.DataFrame) -> dict[str, Any]:
+    """How an LLM critic's usable reviews compare with the exact oracle's on the same ``arith`` traces.
+
+    ``verdict``: same verdict; ``first_wrong_step``: same located first wrong step (both None counts);
+    ``over_traces_with_error``: the same, among traces the oracle finds a wrong step in.
+    """
+    pairs = llm.filter(pl.col("parse_error").is_null() & (pl.col("critic") == "llm")).join(
+        oracle.select("trace_id", oracle_verdict="verdict", oracle_step="first_wrong_step"), on="trace_id"
+    )
+    if pairs.height == 0:
+        return {"compared": 0, "verdict": None, "first_wrong_step": None, "over_traces_with_error": None}
+    same_step = pl.col("first_wrong_step").eq_missing(pl.col("oracle_step"))
+    with_error = pairs.filter(pl.col("oracle_step").is_not_null())
+    return {
+        "compared": pairs.height,
+        "verdict": round(float((pairs["verdict"] == pairs["oracle_verdict"]).mean()), 4),
+        "first_wrong_step": round(float(pairs.select(same_step.mean()).item()), 4),
+        "over_traces_with_error": round(float(with_error.select(same_step.mean()).item()), 4)
+        if with_error.height
+        else None,
+    }
+
+
 def query_critic(
     *,
     traces: Path,

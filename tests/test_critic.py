@@ -6,6 +6,7 @@ from pipeline.config import CriticConfig, LLMCriticConfig
 from pipeline.critic import (
     critique_stats,
     llm_review,
+    oracle_agreement,
     oracle_review,
     parse_arith_step,
     parse_critic_output,
@@ -302,3 +303,72 @@ def test_critique_stats_rates():
     assert stats["parse_rate"] == 0.5 and stats["fallback_rate"] == 0.5
     assert stats["parse_error_kinds"] == {"empty": 1, "no_steps": 1}
     assert stats["rewrite_correct_rate"] == 1.0 and stats["mean_alignment"] == 1.0
+
+
+def test_oracle_agreement_of_an_llm_critic():
+    joined = joined_rows([WRONG, WRONG, GOOD], [False, False, True])
+    oracle = review_traces(joined, cfg=CriticConfig(backend="oracle"))
+    llm = review_traces(joined, cfg=llm_cfg(), critic_outputs=[RECORDED["valid"], RECORDED["empty"], GOOD])
+    agreement = oracle_agreement(llm, oracle)
+    assert agreement == {"compared": 2, "verdict": 1.0, "first_wrong_step": 1.0, "over_traces_with_error": 1.0}
+    # rewriting the correct trace (dropping its unit word) reads as a changed step 1: both measures disagree there
+    llm2 = review_traces(
+        joined, cfg=llm_cfg(), critic_outputs=[RECORDED["valid"], RECORDED["valid"], RECORDED["valid"]]
+    )
+    assert oracle_agreement(llm2, oracle) == {
+        "compared": 3,
+        "verdict": round(2 / 3, 4),
+        "first_wrong_step": round(2 / 3, 4),
+        "over_traces_with_error": 1.0,
+    }
+    assert oracle_agreement(llm.clear(), oracle)["compared"] == 0
+
+
+@pytest.mark.slow
+def test_llm_critic_on_the_real_qwen_solver(qwen_model_dir, tmp_path):
+    """The real 0.5B model as the LLM critic on arith traces: real output, recorded whatever its quality."""
+    import yaml
+
+    from pipeline.artifacts import PROBLEMS_SCHEMA, TRACES_SCHEMA, read_artifact, write_artifact
+    from pipeline.config import ProblemsConfig, from_params
+    from pipeline.critic import query_critic
+    from pipeline.engines import Completion
+    from pipeline.problems import arith_frames
+    from pipeline.traces import traces_frame
+    from tests.conftest import ROOT
+
+    train, _ = arith_frames(ProblemsConfig(n_train=4, n_eval=1))
+    problems = write_artifact(train, tmp_path / "train.parquet", schema=PROBLEMS_SCHEMA, artifact="problems", stage="t")
+    completions = []
+    for i, chain in enumerate(train["steps"].to_list()):
+        lines = [f"<step_{k}> {s['a']} {s['op']} {s['b']} = {s['result']} </step_{k}>" for k, s in enumerate(chain, 1)]
+        if i % 2:  # every other trace miscalculates its first step and carries the error on
+            lines[0] = lines[0].replace(f"= {chain[0]['result']} ", f"= {chain[0]['result'] + 1} ")
+        answer = chain[-1]["result"] + (i % 2)
+        completions.append([Completion("\n".join([*lines, f"<answer> {answer} </answer>"]), [1], [-0.1], "stop")])
+    prompts = train.select("problem_id", "answer", "verifier").with_columns(
+        user_message=pl.lit("u"), prompt=pl.lit("q"), prompt_token_ids=pl.lit([1], dtype=pl.List(pl.Int32))
+    )
+    traces = write_artifact(
+        traces_frame(prompts, completions, condition="shared", round_index=0),
+        tmp_path / "traces.parquet",
+        schema=TRACES_SCHEMA,
+        artifact="traces",
+        stage="t",
+    )
+    section = yaml.safe_load((ROOT / "config/critic_llm.yaml").read_text())["critic"]
+    section["llm"] |= {"engine": {"backend": "transformers"}, "max_tokens": 96}
+    stats = query_critic(
+        traces=traces,
+        problems=problems,
+        out=tmp_path / "c.parquet",
+        cfg=from_params(CriticConfig, section),
+        critic_model=qwen_model_dir,
+    )
+    critiques = read_artifact(tmp_path / "c.parquet", schema=CRITIQUES_SCHEMA, artifact="critiques")
+    assert critiques.height == 4 == stats["traces"] == stats["reviewed"]
+    usable = critiques.filter(pl.col("parse_error").is_null())
+    assert stats["parse_rate"] == usable.height / 4
+    assert usable["rewrite_correct"].all()  # require_correct_rewrite: a wrong-answer rewrite is a parse error
+    assert (critiques.filter(pl.col("parse_error").is_not_null())["fallback"] == "reference").all()
+    assert stats["generated_tokens"] > 0
