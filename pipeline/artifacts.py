@@ -84,6 +84,7 @@ CRITIQUES_SCHEMA = pl.Schema(
         "first_changed_step": pl.Int32,  # 1-based first step the rewrite changes (null if none)
         "answer_leak": pl.Boolean,  # does the context state the final answer before deriving it?
         "rewrite_correct": pl.Boolean,  # does the rewrite end in the ground-truth answer? (null: no rewrite)
+        "critic_output": pl.String,  # llm: the critic's raw output, thinking included (null: oracle, reward only)
     }
 )
 

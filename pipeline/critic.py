@@ -287,6 +287,7 @@ def review_traces(
                 "first_changed_step": first_changed_step(solver, review.critique_steps) if rewritten else None,
                 "answer_leak": answer_leak(review.critique_text or "", row["answer"]),
                 "rewrite_correct": verify_answer(rewrite_answer, row["answer"], method=verifier) if rewritten else None,
+                "critic_output": critic_outputs[i] if cfg.backend == "llm" and not reward_only else None,
             }
         )
     return pl.DataFrame(rows, schema=CRITIQUES_SCHEMA)

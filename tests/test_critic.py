@@ -372,3 +372,11 @@ def test_llm_critic_on_the_real_qwen_solver(qwen_model_dir, tmp_path):
     assert usable["rewrite_correct"].all()  # require_correct_rewrite: a wrong-answer rewrite is a parse error
     assert (critiques.filter(pl.col("parse_error").is_not_null())["fallback"] == "reference").all()
     assert stats["generated_tokens"] > 0
+
+
+def test_raw_critic_output_is_kept_for_every_reviewed_trace():
+    outputs = [RECORDED["malformed"], RECORDED["valid"]]
+    frame = review_traces(joined_rows([WRONG, WRONG], [False, False]), cfg=llm_cfg(), critic_outputs=outputs)
+    assert frame["critic_output"].to_list() == outputs  # malformed output is recorded, not only its parse error
+    oracle = review_traces(joined_rows([WRONG], [False]), cfg=CriticConfig(backend="oracle"))
+    assert oracle["critic_output"].to_list() == [None]
