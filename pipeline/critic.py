@@ -36,6 +36,7 @@ from pipeline.tasks.arith import parse_arith_step
 from pipeline.tasks.critique_qa import alignment_score, answer_leak, first_changed_step
 from pipeline.tasks.solver_format import (
     StepSpan,
+    fill_template,
     parse_response,
     prompt_opens_thinking,
     render_chat_prompt,
@@ -210,8 +211,11 @@ def critic_prompts(rows: pl.DataFrame, tokenizer: Any, cfg: LLMCriticConfig) -> 
     """
     prompts, opened = [], False
     for row in rows.iter_rows(named=True):
-        user = cfg.prompt_template.format(
-            question=row["question"], trace=row["completion_text"].strip(), ground_truth=row["answer"]
+        user = fill_template(
+            cfg.prompt_template,
+            question=row["question"],
+            trace=row["completion_text"].strip(),
+            ground_truth=row["answer"],
         )
         text = render_chat_prompt(tokenizer, user, enable_thinking=cfg.enable_thinking)
         opened = prompt_opens_thinking(text)

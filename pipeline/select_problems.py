@@ -39,6 +39,7 @@ from pipeline.config import CriticSolveConfig, PromptConfig, SelectionFilters, S
 from pipeline.engines import Completion, SamplingConfig, engine_from_config
 from pipeline.tasks.solver_format import (
     build_prompts,
+    fill_template,
     parse_response,
     prompt_opens_thinking,
     render_chat_prompt,
@@ -249,7 +250,9 @@ def sample_solver(
 def critic_prompts(problems: pl.DataFrame, tokenizer: Any, cfg: CriticSolveConfig) -> tuple[list[list[int]], bool]:
     """The critic's solve prompts as token ids, and whether its template opens a <think> block."""
     texts = [
-        render_chat_prompt(tokenizer, cfg.prompt_template.format(question=q), enable_thinking=cfg.enable_thinking)
+        render_chat_prompt(
+            tokenizer, fill_template(cfg.prompt_template, question=q), enable_thinking=cfg.enable_thinking
+        )
         for q in problems["question"]
     ]
     opened = bool(texts) and prompt_opens_thinking(texts[0])

@@ -155,3 +155,18 @@ def test_llm_critic_with_selection_needs_the_critic_solve_prompt():
     del paper["select_problems"]["critic"]
     with pytest.raises(ConfigError, match="select_problems.critic: required"):
         validate_config(paper)
+
+
+@pytest.mark.parametrize("overlay", ["paper.yaml", "champ.yaml", "critic_llm.yaml", "smoke.yaml"])
+def test_shipped_critic_templates_have_their_placeholders(overlay):
+    from pipeline.tasks.solver_format import fill_template
+
+    config = yaml.safe_load((DEFAULT_CONFIG.parent / overlay).read_text())
+    template = config["critic"]["llm"]["prompt_template"]
+    for name in ("question", "trace", "ground_truth"):
+        assert "{" + name + "}" in template, name
+    filled = fill_template(template, question="Q?", trace="<step_1> x </step_1>", ground_truth="7")
+    assert "Q?" in filled and "{question}" not in filled
+    solve = (config.get("select_problems") or {}).get("critic")
+    if solve:
+        assert "{question}" in solve["prompt_template"]

@@ -137,6 +137,17 @@ def solver_user_message(
     )
 
 
+_PLACEHOLDER_RE = re.compile(r"\{(\w+)\}")
+
+
+def fill_template(template: str, **values: str) -> str:
+    """``template`` with each ``{name}`` of ``values`` filled in; every other brace stays as written.
+
+    Unlike ``str.format``, LaTeX in a prompt (``\\boxed{answer}``) needs no escaping.
+    """
+    return _PLACEHOLDER_RE.sub(lambda m: str(values[m.group(1)]) if m.group(1) in values else m.group(0), template)
+
+
 def render_chat_prompt(tokenizer: Any, user_message: str, *, enable_thinking: bool = False) -> str:
     """Apply the model's chat template to one user turn, ending with the assistant's generation prompt."""
     return tokenizer.apply_chat_template(

@@ -1,5 +1,6 @@
 from pipeline.tasks.solver_format import (
     EXAMPLE_SOLUTION,
+    fill_template,
     last_boxed,
     parse_response,
     prompt_opens_thinking,
@@ -89,3 +90,10 @@ def test_prompt_opens_thinking():
     assert prompt_opens_thinking("<|im_start|>assistant\n<think>\n")
     assert not prompt_opens_thinking("<|im_start|>assistant\n<think>\n\n</think>\n\n")
     assert not prompt_opens_thinking("<|im_start|>assistant\n")
+
+
+def test_fill_template_leaves_latex_braces_alone():
+    template = "Problem: {question}\nEnd with \\boxed{answer} or \\boxed{...}; the truth is {ground_truth}."
+    filled = fill_template(template, question="1 + 1?", ground_truth="2")
+    assert filled == "Problem: 1 + 1?\nEnd with \\boxed{answer} or \\boxed{...}; the truth is 2."
+    assert fill_template("{a}{b}", a="{b}", b="x") == "{b}x"  # a filled value is not filled again
