@@ -181,10 +181,10 @@ def llm_review(
             error = "wrong_answer"
     if error is None:
         changed = first_changed_step(solver, steps)
-        if changed is None:
-            verdict = "correct"
-        elif finish_reason == "length":
+        if finish_reason == "length":
             verdict = "truncated"
+        elif changed is None:  # every step kept: right only if the trace was (else the critic found no error)
+            verdict = "correct" if is_correct else "wrong"
         elif is_correct:
             verdict = "missing_justification"
         else:

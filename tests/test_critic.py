@@ -380,3 +380,13 @@ def test_raw_critic_output_is_kept_for_every_reviewed_trace():
     assert frame["critic_output"].to_list() == outputs  # malformed output is recorded, not only its parse error
     oracle = review_traces(joined_rows([WRONG], [False]), cfg=CriticConfig(backend="oracle"))
     assert oracle["critic_output"].to_list() == [None]
+
+
+def test_a_rewrite_that_keeps_every_step_of_a_wrong_trace_is_not_a_correct_verdict():
+    # recorded from the 0.5B critic: the steps copied, only the answer replaced by the ground truth
+    trace = "<step_1> 16 - 8 = 8 </step_1>\n<step_2> 8 * 4 = 32 </step_2>\n<answer> 32 </answer>"
+    rewrite = "<step_1> 16 - 8 = 8 </step_1>\n<step_2> 8 * 4 = 32 </step_2>\n<answer> 2 </answer>"
+    review = llm_review(
+        rewrite, completion=trace, finish_reason="stop", is_correct=False, fallback="skip", reference="r", answer="2"
+    )
+    assert review.parse_error is None and review.verdict == "wrong" and review.first_wrong_step is None

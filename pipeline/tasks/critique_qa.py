@@ -13,8 +13,6 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from pipeline.tasks.solver_format import parse_response
-
 _DERIVES = r"(?:=|\bgives|\bleaves|\bmakes|\bequals|\bresults in)\s*\$?\s*"
 _TAGS_RE = re.compile(r"</?step_\d+>|</?answer>")
 _STEP_SPAN_RE = re.compile(r"<step_(\d+)>.*?</step_\1>", re.DOTALL)
@@ -69,30 +67,27 @@ def _answer_pattern(answer: str) -> str:
 
 
 def answer_leak(context: str, answer: str) -> bool:
-    """Whether ``context`` mentions ``answer`` before any step or sentence derives it.
+    """Whether ``context`` states ``answer`` before any step or sentence derives it (or never derives it).
 
-    A derivation is ``= N`` or ``gives/leaves/makes/equals/results in N``. In a step-tagged
-    context, the final answer (answer tag or boxed answer after the steps), tag numbers
-    (``step_1``) and the operand expression left of each ``=`` are not mentions, and a mention
-    inside the last step is its conclusion, so it counts as derived. A heuristic: in prose, an
-    operand that happens to equal the answer before its derivation still counts as a leak.
+    A derivation is ``= N`` or ``gives/leaves/makes/equals/results in N``. In a step-tagged context,
+    tag numbers (``step_1``) and the operand expression left of each ``=`` are not mentions, and a
+    mention inside the last step is its conclusion, so it counts as derived; a final answer (tag or
+    boxed) that no step derives is a leak: the rewrite states the answer without reaching it. A
+    heuristic: in prose, an operand that happens to equal the answer before its derivation still
+    counts as a leak.
     """
     if not answer.strip().strip("$").strip():
         return False
     pattern = _answer_pattern(answer)
-    text, conclusion = context, None
+    text = context
     spans = list(_STEP_SPAN_RE.finditer(context))
     if spans:
-        parsed = parse_response(context)
-        if parsed.answer_span is not None and parsed.answer_span[0] >= spans[-1].end():
-            a, b = parsed.answer_span
-            text = text[:a] + " " * (b - a) + text[b:]
         text = _OPERANDS_RE.sub(_blank, _TAGS_RE.sub(_blank, text))
-        conclusion = spans[-1].start()
     mentions = [m.start() for m in re.finditer(pattern, text)]
     if not mentions:
         return False
     derived_at = [m.start(1) for m in re.finditer(f"{_DERIVES}({pattern})", text)]
-    if conclusion is not None:
-        derived_at.append(conclusion)
+    if spans:
+        last = spans[-1]
+        derived_at += [m for m in mentions if last.start() <= m < last.end()]
     return not derived_at or mentions[0] < min(derived_at)

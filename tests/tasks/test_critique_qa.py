@@ -66,3 +66,13 @@ def test_answer_leak_on_prose_rewrites():
     assert answer_leak(numeric, "42")  # only the operands left of '=' are masked, not the whole line
     derived = render(["$\\frac{84}{2} = 42$ apples.", "So there are 42 apples."], "\\boxed{42}")
     assert not answer_leak(derived, "42")  # 84 / 2 are operands; '= 42' derives it first
+
+
+def test_a_final_answer_no_step_derives_is_a_leak():
+    # recorded from the 0.5B critic: it kept the wrong steps and wrote the true answer under them
+    kept_wrong_steps = "<step_1> 16 - 8 = 8 </step_1>\n<step_2> 8 * 4 = 32 </step_2>\n<answer> 2 </answer>"
+    assert answer_leak(kept_wrong_steps, "2")
+    extended = (
+        "<step_1> 2 * 2 = 4 </step_1>\n<step_2> 4 * 1 = 4 </step_2>\n<step_3> 4 * 2 = 8 </step_3>\n<answer> 8 </answer>"
+    )
+    assert not answer_leak(extended, "8")  # derived by the last step
