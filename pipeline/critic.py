@@ -300,6 +300,7 @@ def review_traces(
 def critique_stats(critiques: pl.DataFrame) -> dict[str, Any]:
     """The QA figures the log, the metadata and the report show for one critiques frame."""
     rewritten = critiques.filter(pl.col("critic") != "reward_only")
+    usable = rewritten.filter(pl.col("parse_error").is_null())
     n = rewritten.height
     errors = rewritten["parse_error"].drop_nulls()
     return {
@@ -311,7 +312,8 @@ def critique_stats(critiques: pl.DataFrame) -> dict[str, Any]:
         "parse_rate": round(1 - errors.len() / n, 4) if n else None,
         "fallback_rate": round(int(rewritten["fallback"].is_not_null().sum()) / n, 4) if n else None,
         "mean_alignment": rewritten["alignment_score"].mean(),
-        "leak_rate": float(rewritten["answer_leak"].mean() or 0.0) if n else None,
+        # over the critic's usable rewrites: a fallback's context is the reference, not the critic's
+        "leak_rate": usable["answer_leak"].mean() if usable.height else None,
         "rewrite_correct_rate": rewritten["rewrite_correct"].mean(),
     }
 

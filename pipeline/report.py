@@ -139,7 +139,7 @@ def critic_qa(critiques: pl.DataFrame) -> pl.DataFrame:
             parse_rate=1 - (pl.col("parse_error").is_not_null() & reviewed).sum() / reviewed.sum(),
             fallback_rate=(pl.col("fallback").is_not_null() & reviewed).sum() / reviewed.sum(),
             mean_alignment=pl.col("alignment_score").mean(),
-            leak_rate=pl.col("answer_leak").filter(reviewed).mean(),
+            leak_rate=pl.col("answer_leak").filter(reviewed & pl.col("parse_error").is_null()).mean(),
             rewrite_correct=pl.col("rewrite_correct").mean(),
         )
         .sort("seed", "round", "condition")
@@ -418,7 +418,8 @@ def render_report(
         "<p class='note'>reviewed: traces the critic rewrote (an LLM critic skips the GRPO and reference arms' "
         "own traces, whose contexts use no rewrite); parse_rate: usable rewrites among them, fallback_rate: "
         "the rest, handled by <code>critic.fallback</code>; alignment: share of pre-error steps the rewrite "
-        "reproduces verbatim; leak: the critique states the final answer before deriving it; rewrite_correct: "
+        "reproduces verbatim; leak: share of usable rewrites that state the final answer before (or without) "
+        "deriving it; rewrite_correct: "
         "the rewrite ends in the ground truth.</p>",
         "<h2>Provenance</h2>",
         f"<pre>{html.escape(json.dumps(provenance_record, indent=2, sort_keys=True, default=str), quote=False)}</pre>",
