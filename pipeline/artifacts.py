@@ -85,6 +85,8 @@ CRITIQUES_SCHEMA = pl.Schema(
         "alignment_score": pl.Float32,  # share of pre-error steps reproduced verbatim (null if none)
         "first_changed_step": pl.Int32,  # 1-based first step the rewrite changes (null if none)
         "answer_leak": pl.Boolean,  # does the context state the final answer before deriving it?
+        "rewrite_correct": pl.Boolean,  # does the rewrite end in the ground-truth answer? (null: no rewrite)
+        "critic_output": pl.String,  # llm: the critic's raw output, thinking included (null: oracle, reward only)
     }
 )
 
@@ -182,6 +184,50 @@ REJECTS_SCHEMA = pl.Schema(
         "reason": pl.String,
         "question": pl.String,
         "answer": pl.String,
+    }
+)
+
+
+# select_problems: one row per base-solver sample of a candidate problem (Avg@n is computed from these).
+SELECTION_SAMPLES_SCHEMA = pl.Schema(
+    {
+        "problem_id": pl.String,
+        "split": pl.String,  # the candidate's split (train or eval)
+        "sample_idx": pl.Int32,
+        "completion_text": pl.String,
+        "num_tokens": pl.Int32,
+        "finish_reason": pl.String,
+        "extracted_answer": pl.String,
+        "format_ok": pl.Boolean,
+        "is_correct": pl.Boolean,
+    }
+)
+
+# select_problems: one row per candidate, the critic's own attempt at the problem (LLM critic only).
+CRITIC_ANSWERS_SCHEMA = pl.Schema(
+    {
+        "problem_id": pl.String,
+        "split": pl.String,
+        "critic_output": pl.String,  # raw, thinking included
+        "num_tokens": pl.Int32,
+        "finish_reason": pl.String,
+        "parse_error": pl.String,  # null, think_only or no_answer
+        "extracted_answer": pl.String,
+        "is_correct": pl.Boolean,
+    }
+)
+
+# select_problems: every candidate that was not kept, with its per-problem statistics and why.
+DROPPED_SCHEMA = pl.Schema(
+    {
+        **PROBLEMS_SCHEMA,
+        "samples": pl.Int32,  # n of Avg@n
+        "correct": pl.Int32,
+        "avg": pl.Float64,
+        "format_rate": pl.Float64,
+        "critic_correct": pl.Boolean,
+        "reasons": pl.List(pl.String),  # every filter it fails: too_easy, too_hard, critic_fails, format, over_cap
+        "reason": pl.String,  # the first of them
     }
 )
 

@@ -58,9 +58,18 @@ def validate_config(config: Mapping[str, Any], schema_path: Path = SCHEMA_PATH) 
             else:
                 lines.append(f"  {key}: {err.message}")
         raise ConfigError("invalid config:\n" + "\n".join(lines))
+    names = [variant["name"] for variant in config["experiment"].get("variants") or []]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ConfigError(f"invalid config:\n  experiment.variants: the name(s) {', '.join(repeated)} appear twice")
     references = {"solver": config["solver"]}
     if config["critic"]["backend"] == "llm":
         references["critic.model"] = config["critic"].get("model", "")
+    selection = config.get("select_problems") or {}
+    if selection.get("enabled") and config["critic"]["backend"] == "llm" and "critic" not in selection:
+        raise ConfigError(
+            "invalid config:\n  select_problems.critic: required when select_problems.enabled and critic.backend is llm"
+        )
     for key, name in references.items():
         if name not in config["models"]:
             known = ", ".join(config["models"])
@@ -170,6 +179,11 @@ class DatasetSource:
     reference_column: str | None = None
     answer_format: Literal["plain", "gsm8k", "boxed"] = "plain"
     verifier: Literal["exact", "math"] = "math"
+    # openmathreasoning: the OpenMathReasoning layout (problem, expected_answer, generated_solution;
+    # only has_answer_extracted rows; the reference is the solution after its thinking); it sets the
+    # columns, answer format and verifier itself
+    preset: Literal["none", "openmathreasoning"] = "none"
+    max_rows: int | None = None  # read at most this many rows (a hub id is then streamed, not downloaded whole)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,6 +216,7 @@ class EngineConfig:
     max_batch_rows: int = 64  # transformers: sequences per forward
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: vllm fp32 on CPU, bf16 on GPU; transformers fp32
     lora: Literal["auto", "adapter", "merge"] = "auto"  # vllm: how a LoRA student is served
+    tensor_parallel_size: int = 1  # vllm on GPUs: devices one model is split across (the job asks for as many)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -259,6 +274,8 @@ class CriticConfig:
     backend: Literal["oracle", "llm"] = "oracle"
     model: str | None = None  # llm: a key of `models`
     fallback: Literal["reference", "skip"] = "reference"
+    # llm: a rewrite whose final answer is not the ground truth is unusable (parse_error wrong_answer)
+    require_correct_rewrite: bool = True
     llm: LLMCriticConfig | None = None
 
     def __post_init__(self) -> None:
@@ -433,3 +450,48 @@ class PremiseConfig:
             raise ConfigError("premise: layouts and kinds must not be empty")
         if self.samples < 1 or self.bootstrap_resamples < 1:
             raise ConfigError("premise: samples and bootstrap_resamples must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class SelectionSamplingConfig:
+    """``select_problems_solver``: how the base solver samples each candidate (the Avg@n table)."""
+
+    samples_per_problem: int = 16  # n of Avg@n (the paper: 16)
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_tokens: int = 160
+    engine: EngineConfig = EngineConfig()
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.samples_per_problem < 1:
+            raise ConfigError("select_problems.solver.samples_per_problem must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class CriticSolveConfig:
+    """``select_problems_critic``: the critic model's own attempt at each candidate (LLM critic only)."""
+
+    prompt_version: str
+    prompt_template: str  # placeholder: {question}
+    max_tokens: int = 4096
+    enable_thinking: bool = True
+    engine: EngineConfig = EngineConfig()
+
+
+@dataclasses.dataclass(frozen=True)
+class SelectionFilters:
+    """``select_problems``: the thresholds, applied to stored samples (editing them samples nothing)."""
+
+    max_avg: float = 0.3125  # keep when Avg@n < max_avg (the paper: Avg@16 < 5/16)
+    min_avg: float = 0.0  # keep when Avg@n >= min_avg (the paper: no lower bound)
+    critic_solves: bool = True  # keep only problems the critic answers right (the oracle: every arith problem)
+    min_format_rate: float = 0.5  # keep when at least this share of the samples follows the step format
+    n_train: int | None = None  # keep at most this many train problems (in candidate order); None: all
+    n_eval: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_avg <= 1 or self.max_avg <= 0 or self.min_avg >= self.max_avg:
+            raise ConfigError("select_problems.filters: need 0 <= min_avg < max_avg")
+        if not 0 <= self.min_format_rate <= 1:
+            raise ConfigError("select_problems.filters.min_format_rate must be in [0, 1]")

@@ -9,6 +9,7 @@ they never crash the stage.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import re
@@ -19,6 +20,7 @@ import polars as pl
 from pipeline.artifacts import PROBLEMS_SCHEMA, REJECTS_SCHEMA, write_artifact
 from pipeline.config import DatasetSource, ProblemsConfig
 from pipeline.tasks.arith import generate_problems
+from pipeline.tasks.solver_format import strip_thinking
 from pipeline.tasks.verify import is_parsable_answer
 
 log = logging.getLogger(__name__)
@@ -69,8 +71,47 @@ def extract_answer(raw: str | None, answer_format: str) -> tuple[str | None, str
     return text.strip() or None, None
 
 
+OPENMATHREASONING = {
+    "question_column": "problem",
+    "answer_column": "expected_answer",
+    "reference_column": "generated_solution",
+    "answer_format": "plain",
+    "verifier": "math",
+}
+_LATEX_DELIMITERS = re.compile(r"^\s*(?:\$\$?|\\\(|\\\[)(.*?)(?:\$\$?|\\\)|\\\])\s*$", re.DOTALL)
+
+
+def openmathreasoning_rows(raw: pl.DataFrame) -> tuple[pl.DataFrame, list[tuple[int, str]]]:
+    """OpenMathReasoning rows made plain: (table with question/answer/reference columns, [(row, reason)]).
+
+    Keeps ``has_answer_extracted`` rows (``no_answer_extracted`` answers were voted by models,
+    ``converted_proof`` ones are proofs); strips ``$``, ``\\(...\\)`` or ``\\[...\\]`` around the
+    answer; the reference is the generated solution after its thinking (none if it never closed).
+    """
+    rejected, rows = [], []
+    for index, row in enumerate(raw.iter_rows(named=True)):
+        kind = row.get("problem_type")
+        if kind is not None and kind != "has_answer_extracted":
+            rejected.append((index, f"problem_type {kind}"))
+        answer = row.get("expected_answer")
+        if answer is not None:
+            match = _LATEX_DELIMITERS.match(answer)
+            answer = (match.group(1) if match else answer).strip()
+        reference, _ = strip_thinking(row.get("generated_solution") or "")
+        rows.append({"problem": row.get("problem"), "expected_answer": answer, "generated_solution": reference})
+    frame = pl.DataFrame(
+        rows, schema={"problem": pl.String, "expected_answer": pl.String, "generated_solution": pl.String}
+    )
+    return frame, rejected
+
+
 def clean_rows(raw: pl.DataFrame, source: DatasetSource, *, source_name: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Map a loaded table to problem rows; return (good rows, rejects with a reason)."""
+    preset_rejects: dict[int, str] = {}
+    if source.preset == "openmathreasoning":
+        raw, rejected = openmathreasoning_rows(raw)
+        preset_rejects = dict(rejected)
+        source = dataclasses.replace(source, **OPENMATHREASONING)
     for column in (source.question_column, source.answer_column, source.reference_column):
         if column is not None and column not in raw.columns:
             raise KeyError(f"column {column!r} is not in the dataset; its columns are {raw.columns}")
@@ -80,8 +121,10 @@ def clean_rows(raw: pl.DataFrame, source: DatasetSource, *, source_name: str) ->
         question = str(question).strip() if question is not None else ""
         raw_answer = row[source.answer_column]
         answer, derived_reference = extract_answer(raw_answer, source.answer_format)
-        reason = None
-        if not question:
+        reason = preset_rejects.get(index)
+        if reason is not None:
+            pass
+        elif not question:
             reason = "no question"
         elif answer is None:
             reason = "no answer"
@@ -89,6 +132,8 @@ def clean_rows(raw: pl.DataFrame, source: DatasetSource, *, source_name: str) ->
             reason = "unparsable answer"
         elif " ".join(question.lower().split()) in seen:
             reason = "duplicate question"
+        elif source.preset == "openmathreasoning" and not row[source.reference_column]:
+            reason = "no reference"
         if reason:
             rejects.append(
                 {
@@ -150,17 +195,25 @@ def champ_frame() -> pl.DataFrame:
 
 
 def load_source(source: DatasetSource) -> pl.DataFrame:
-    """Read a problem source with ``datasets.load_dataset`` into a polars frame."""
+    """Read a problem source with ``datasets.load_dataset`` into a polars frame.
+
+    With ``max_rows`` the split is streamed and cut after that many rows, so a large hub dataset is
+    not downloaded whole.
+    """
     import datasets
 
     if source.builder == "champ":
-        return champ_frame()
-    kwargs = {"split": source.split}
+        frame = champ_frame()
+        return frame.head(source.max_rows) if source.max_rows else frame
+    kwargs: dict = {"split": source.split}
     if source.data_files:
         kwargs["data_files"] = list(source.data_files)
     if source.field:
         kwargs["field"] = source.field
-    return datasets.load_dataset(source.builder, **kwargs).to_polars()
+    if source.max_rows is None:
+        return datasets.load_dataset(source.builder, **kwargs).to_polars()
+    stream = datasets.load_dataset(source.builder, streaming=True, **kwargs)
+    return pl.DataFrame(list(itertools.islice(stream, source.max_rows)), infer_schema_length=None)
 
 
 def prepare_problems(*, train: Path, eval: Path, rejects: Path, cfg: ProblemsConfig) -> dict[str, int]:

@@ -129,17 +129,25 @@ def beats_base(checkpoints: pl.DataFrame) -> pl.DataFrame:
 
 
 def critic_qa(critiques: pl.DataFrame) -> pl.DataFrame:
-    """Per critiques file (seed, condition, round): verdict counts, alignment, leak rate, parse errors."""
+    """Per critiques file (seed, condition, round): verdicts, parse and fallback rates, alignment, leaks.
+
+    Rows the critic did not review (``critic`` = ``reward_only``: an LLM critic's GRPO and reference
+    traces) count as traces but not in the rates.
+    """
+    reviewed = pl.col("critic") != "reward_only"
     return (
         critiques.group_by("seed", "condition", "round", maintain_order=True)
         .agg(
             traces=pl.len(),
+            reviewed=reviewed.sum(),
             wrong=(pl.col("verdict") == "wrong").sum(),
             correct=(pl.col("verdict") == "correct").sum(),
+            parse_errors=(pl.col("parse_error").is_not_null() & reviewed).sum(),
+            parse_rate=1 - (pl.col("parse_error").is_not_null() & reviewed).sum() / reviewed.sum(),
+            fallback_rate=(pl.col("fallback").is_not_null() & reviewed).sum() / reviewed.sum(),
             mean_alignment=pl.col("alignment_score").mean(),
-            leak_rate=pl.col("answer_leak").mean(),
-            parse_errors=pl.col("parse_error").is_not_null().sum(),
-            fallbacks=pl.col("fallback").is_not_null().sum(),
+            leak_rate=pl.col("answer_leak").filter(reviewed & pl.col("parse_error").is_null()).mean(),
+            rewrite_correct=pl.col("rewrite_correct").mean(),
         )
         .sort("seed", "round", "condition")
     )
@@ -449,6 +457,24 @@ def premise_flags(table: Sequence[Mapping[str, Any]], layout: str, arms: Mapping
     return flags
 
 
+def selection_html(summary: Mapping[str, Any]) -> str:
+    """select_problems: per split, candidates, kept, and how many problems each filter dropped."""
+    filters = ("too_easy", "too_hard", "critic_fails", "format", "over_cap")
+    rows = []
+    for split, entry in summary["splits"].items():
+        row: dict[str, Any] = {"split": split, "candidates": entry["candidates"], "kept": entry["kept"]}
+        row |= {f"fail {name}": entry["failing"][name] for name in filters}
+        row |= {"mean Avg@n of candidates": entry["mean_avg"]}
+        rows.append(row)
+    bounds = summary["filters"]
+    note = (
+        f"Kept: Avg@n in [{bounds['min_avg']}, {bounds['max_avg']}), format rate >= {bounds['min_format_rate']}"
+        + (", solved by the critic" if bounds["critic_solves"] else "")
+        + ". A problem can fail several filters; over_cap: passed, beyond n_train / n_eval."
+    )
+    return html_table(pl.DataFrame(rows)) + f"<p class='note'>{html.escape(note)}</p>"
+
+
 def provenance(config: Mapping[str, Any], model_dirs: Sequence[Path]) -> dict[str, Any]:
     """Config, package versions, model hashes, git commit, Python and platform."""
     versions = {}
@@ -497,10 +523,12 @@ def render_report(
     advantage_figure_html: str,
     critiques: pl.DataFrame,
     provenance_record: Mapping[str, Any],
+    selection: Mapping[str, Any] | None = None,
 ) -> str:
     """The whole report page as a string; the premise (does each arm's teacher know more?) comes first.
 
-    ``arms`` maps each self-distillation arm to its context kind; ``layout`` is the arms' teacher layout.
+    ``arms`` maps each self-distillation arm to its context kind; ``layout`` is the arms' teacher layout;
+    ``selection`` is select_problems' summary, when it ran.
     """
     n = int(checkpoints["n"][0])
     seeds = int(checkpoints["seeds"].max())
@@ -550,6 +578,7 @@ def render_report(
         "<p class='note'>Each arm's last round against the base solver and against the other arms, on the same "
         "eval problems: per-problem differences (averaged over seeds), 95% bootstrap CI over problems.</p>",
         f"<h2>Table 1: best and last round</h2>{table_one_html(table_one(checkpoints), n)}",
+        *([f"<h2>Problem selection</h2>{selection_html(selection)}"] if selection else []),
         "<p class='note'>Best: the round (1..R) with the highest value of each metric; the base row is the "
         "untrained solver. CIs are 95% percentile bootstrap intervals over eval problems (per-problem "
         "metrics averaged over seeds first).</p>",
@@ -571,8 +600,12 @@ def render_report(
         _img(advantage_figure_png, "token-coloured advantages"),
         f"<details><summary>Token view (HTML)</summary>{advantage_figure_html}</details>",
         f"<h2>Critic QA</h2>{html_table(critic_qa(critiques))}",
-        "<p class='note'>alignment: share of pre-error steps the rewrite reproduces verbatim; leak: the critique "
-        "states the final answer before deriving it.</p>",
+        "<p class='note'>reviewed: traces the critic rewrote (an LLM critic skips the GRPO and reference arms' "
+        "own traces, whose contexts use no rewrite); parse_rate: usable rewrites among them, fallback_rate: "
+        "the rest, handled by <code>critic.fallback</code>; alignment: share of pre-error steps the rewrite "
+        "reproduces verbatim; leak: share of usable rewrites that state the final answer before (or without) "
+        "deriving it; rewrite_correct: "
+        "the rewrite ends in the ground truth.</p>",
         "<h2>Provenance</h2>",
         f"<pre>{html.escape(json.dumps(provenance_record, indent=2, sort_keys=True, default=str), quote=False)}</pre>",
     ]
@@ -605,6 +638,7 @@ def report(
     out: Path,
     resamples: int = 1000,
     seed: int = 0,
+    selection: Path | None = None,
 ) -> dict[str, Any]:
     """Read every result and write the report page ``out`` (atomically).
 
@@ -635,6 +669,7 @@ def report(
             ]
         ),
         provenance_record=provenance(config, model_dirs),
+        selection=json.loads(selection.read_text()) if selection is not None else None,
     )
     write_text_atomic(page, out)
     table = table_one(checkpoints)

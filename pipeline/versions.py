@@ -9,9 +9,10 @@ no torch.
 STAGE_VERSIONS = {
     "prepare_model": 2,
     "prepare_problems": 1,
-    "generate_traces": 2,
-    "query_critic": 2,
-    "build_teacher_contexts": 2,
+    "select_problems": 1,
+    "generate_traces": 3,
+    "query_critic": 3,
+    "build_teacher_contexts": 3,
     "precompute_teacher_logprobs": 2,
     "distill_student": 4,
     "train_grpo": 3,

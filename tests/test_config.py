@@ -92,3 +92,81 @@ def test_seeds_must_be_a_nonempty_list(config):
     config["experiment"]["seeds"] = []
     with pytest.raises(ConfigError, match="experiment.seeds"):
         validate_config(config)
+
+
+PAPER_CONFIG = DEFAULT_CONFIG.parent / "paper.yaml"
+CRITIC_LLM_CONFIG = DEFAULT_CONFIG.parent / "critic_llm.yaml"
+
+
+def merged(*paths):
+    """Config files merged the way Snakemake merges --configfile over the Snakefile's configfile."""
+    from snakemake.utils import update_config
+
+    config: dict = {}
+    for path in paths:
+        update_config(config, yaml.safe_load(path.read_text()))
+    return config
+
+
+@pytest.mark.parametrize("overlay", [PAPER_CONFIG, CRITIC_LLM_CONFIG], ids=lambda p: p.name)
+def test_overlays_validate_over_the_default(overlay):
+    validate_config(merged(DEFAULT_CONFIG, overlay))
+
+
+def test_paper_config_holds_the_papers_values_and_builds_every_stage_config():
+    from pipeline import config as c
+
+    paper = merged(DEFAULT_CONFIG, PAPER_CONFIG)
+    assert yaml.safe_load(PAPER_CONFIG.read_text()).keys() == set(paper)  # complete on its own: every section set
+    typed = {
+        "problems": from_params(ProblemsConfig, paper["problems"]),
+        "select_solver": from_params(c.SelectionSamplingConfig, paper["select_problems"]["solver"]),
+        "select_critic": from_params(c.CriticSolveConfig, paper["select_problems"]["critic"]),
+        "filters": from_params(c.SelectionFilters, paper["select_problems"]["filters"]),
+        "traces": from_params(c.TracesConfig, paper["traces"]),
+        "critic": from_params(c.CriticConfig, paper["critic"]),
+        "contexts": from_params(c.ContextsConfig, paper["contexts"]),
+        "teacher": from_params(c.TeacherConfig, paper["teacher"]),
+        "distill": from_params(c.DistillConfig, paper["distill"]),
+        "grpo": from_params(c.GrpoConfig, paper["grpo"]),
+        "evaluate": from_params(c.EvaluateConfig, paper["evaluate"]),
+    }
+    assert paper["solver"] == "qwen3-1.7b" and paper["models"]["qwen3-1.7b"]["path"] == "Qwen/Qwen3-1.7B"
+    assert paper["critic"]["model"] == "qwq-32b" and typed["critic"].llm.engine.tensor_parallel_size > 1
+    assert typed["problems"].dataset.preset == "openmathreasoning"
+    assert (typed["distill"].lora.r, typed["distill"].lora.alpha, typed["grpo"].lora.r) == (64, 128, 64)
+    assert typed["distill"].optim.lr == typed["grpo"].optim.lr == 5e-6 and typed["distill"].optim.batch_size == 32
+    assert typed["traces"].temperature == 1.1 and typed["traces"].max_tokens == typed["evaluate"].max_tokens == 2048
+    assert paper["experiment"]["rounds"] == 7 and paper["experiment"]["conditions"] == ["grpo", "reference", "critique"]
+    assert typed["traces"].round_size("shared") == (282, 1) and typed["traces"].round_size("grpo") == (282, 8)
+    assert typed["evaluate"].samples_per_problem == 12
+    assert paper["select_problems"]["enabled"] and typed["filters"].max_avg == 5 / 16
+    assert (typed["filters"].n_train, typed["filters"].n_eval) == (282, 30)
+    assert typed["select_solver"].samples_per_problem == 16
+    assert typed["contexts"].enable_thinking and not typed["traces"].prompt.enable_thinking
+    assert typed["critic"].llm.enable_thinking and typed["critic"].llm.engine.backend == "vllm"
+    # no CPU-only engine setting leaks in from config.yaml
+    for engine in (typed["traces"].engine, typed["evaluate"].engine, typed["teacher"].engine):
+        assert engine.backend == "vllm" and not engine.enforce_eager and engine.dtype == "auto"
+
+
+def test_llm_critic_with_selection_needs_the_critic_solve_prompt():
+    paper = merged(DEFAULT_CONFIG, PAPER_CONFIG)
+    del paper["select_problems"]["critic"]
+    with pytest.raises(ConfigError, match="select_problems.critic: required"):
+        validate_config(paper)
+
+
+@pytest.mark.parametrize("overlay", ["paper.yaml", "champ.yaml", "critic_llm.yaml", "smoke.yaml"])
+def test_shipped_critic_templates_have_their_placeholders(overlay):
+    from pipeline.tasks.solver_format import fill_template
+
+    config = yaml.safe_load((DEFAULT_CONFIG.parent / overlay).read_text())
+    template = config["critic"]["llm"]["prompt_template"]
+    for name in ("question", "trace", "ground_truth"):
+        assert "{" + name + "}" in template, name
+    filled = fill_template(template, question="Q?", trace="<step_1> x </step_1>", ground_truth="7")
+    assert "Q?" in filled and "{question}" not in filled
+    solve = (config.get("select_problems") or {}).get("critic")
+    if solve:
+        assert "{question}" in solve["prompt_template"]

@@ -3,7 +3,14 @@ import pytest
 
 from pipeline.artifacts import CRITIQUES_SCHEMA
 from pipeline.config import CriticConfig, LLMCriticConfig
-from pipeline.critic import llm_review, oracle_review, parse_critic_output, review_traces
+from pipeline.critic import (
+    critique_stats,
+    llm_review,
+    oracle_agreement,
+    oracle_review,
+    parse_critic_output,
+    review_traces,
+)
 from pipeline.tasks.solver_format import parse_response
 
 # 33 - 19 = 14, 14 / 2 = 7, 7 + 49 = 56, 56 / 7 = 8
@@ -193,3 +200,185 @@ def test_query_critic_stage_with_a_real_llm_critic(tiny_model_dir, tmp_path):
     # random weights write no steps: every row records why and falls back to the reference
     assert critiques["parse_error"].is_not_null().all()
     assert critiques["critique_text"].to_list() == train["reference"].to_list()
+
+
+def test_llm_review_of_thinking_critics():
+    from tests.tasks.test_solver_format import QWEN3_THINKING, QWQ_THINKING
+
+    qwen3 = llm_review(
+        QWEN3_THINKING, completion=WRONG, finish_reason="stop", is_correct=False, fallback="skip", reference="r",
+        answer="8",
+    )  # fmt: skip
+    assert qwen3.parse_error is None and qwen3.first_wrong_step == 2 and "redo" not in qwen3.critique_text
+    # QwQ's output starts inside the thinking its template opened: without that flag the rewrite keeps the prose
+    qwq = llm_review(
+        QWQ_THINKING, completion=WRONG, finish_reason="stop", is_correct=False, fallback="skip", reference="r",
+        think_opened=True,
+    )  # fmt: skip
+    assert qwq.parse_error is None and qwq.critique_text.startswith("<step_1>")
+    cut = llm_review(
+        "Okay, step 1 is right. Step 2", completion=WRONG, finish_reason="stop", is_correct=False, fallback="reference",
+        reference="prose", think_opened=True,
+    )  # fmt: skip
+    assert cut.parse_error == "think_only" and cut.critique_text == "prose"
+
+
+def test_rewrite_with_a_wrong_final_answer_is_unusable():
+    wrong_rewrite = "<step_1> 33 - 19 = 14 </step_1>\n<step_2> 14 / 2 = 7 </step_2>\n<answer> 7 </answer>"
+    kwargs = {"completion": WRONG, "finish_reason": "stop", "is_correct": False, "fallback": "reference"}
+    review = llm_review(wrong_rewrite, reference="prose", answer="8", **kwargs)
+    assert review.parse_error == "wrong_answer" and review.critique_text == "prose"
+    assert llm_review(wrong_rewrite, reference="prose", answer=None, **kwargs).parse_error is None
+
+
+PROSE_QUESTION_ANSWER = "\\frac{3}{2}"
+PROSE_TRACE = (
+    "<step_1> The roots of $x^2 - 5x + 6$ are 2 and 3. </step_1>\n"
+    "<step_2> The larger over the smaller is $\\frac{2}{3}$. </step_2>\n\\boxed{\\frac{2}{3}}"
+)
+PROSE_REWRITE = (
+    "<think>\nStep 2 divides the wrong way round.\n</think>\n"
+    "<step_1> The roots of $x^2 - 5x + 6$ are 2 and 3. </step_1>\n"
+    "<step_2> The larger over the smaller is $\\frac{3}{2}$. </step_2>\n\\boxed{\\frac{3}{2}}"
+)
+
+
+def test_llm_review_of_a_prose_trace_with_math_verify():
+    review = llm_review(
+        PROSE_REWRITE, completion=PROSE_TRACE, finish_reason="stop", is_correct=False, fallback="skip", reference="r",
+        answer="3/2", verifier="math",
+    )  # fmt: skip
+    assert review.parse_error is None and review.verdict == "wrong" and review.first_wrong_step == 2
+    assert review.critique_steps[0] == "The roots of $x^2 - 5x + 6$ are 2 and 3."
+    assert review.critique_text.endswith("\\boxed{\\frac{3}{2}}")
+
+
+def llm_cfg(**overrides):
+    return CriticConfig(
+        backend="llm",
+        model="critic",
+        fallback="reference",
+        llm=LLMCriticConfig(prompt_version="v1", prompt_template="{question}"),
+        **overrides,
+    )
+
+
+def test_review_traces_prose_qa_columns():
+    joined = joined_rows([PROSE_TRACE, PROSE_TRACE], [False, False]).with_columns(
+        answer=pl.lit("3/2"), verifier=pl.lit("math")
+    )
+    outputs = [PROSE_REWRITE, PROSE_REWRITE.replace("\\frac{3}{2}}", "\\frac{2}{3}}")]
+    frame = review_traces(joined, cfg=llm_cfg(), critic_outputs=outputs, critic_model="m")
+    assert frame["parse_error"].to_list() == [None, "wrong_answer"]
+    assert frame["alignment_score"].to_list() == [1.0, None]
+    assert frame["rewrite_correct"].to_list() == [True, None]
+    assert frame["answer_leak"].to_list() == [False, False]
+    assert frame["first_changed_step"].to_list() == [2, None]
+
+
+def test_reward_only_rows_call_no_critic():
+    frame = review_traces(joined_rows([GOOD, WRONG], [True, False]), cfg=llm_cfg(), critic_outputs=None, rewrite=False)
+    assert frame["critic"].to_list() == ["reward_only"] * 2
+    assert frame["reward"].to_list() == [1.0, 0.0] and frame["verdict"].to_list() == ["correct", "wrong"]
+    assert frame["critique_text"].to_list() == [None, None] and frame["parse_error"].null_count() == 2
+    stats = critique_stats(frame)
+    assert stats["reviewed"] == 0 and stats["parse_rate"] is None
+    # the oracle is exact and free: it always rewrites
+    oracle = review_traces(joined_rows([WRONG], [False]), cfg=CriticConfig(backend="oracle"), rewrite=False)
+    assert oracle["critic"].to_list() == ["oracle"] and oracle["critique_text"][0] is not None
+
+
+def test_critique_stats_rates():
+    outputs = [RECORDED["valid"], RECORDED["empty"], RECORDED["malformed"], RECORDED["valid"]]
+    frame = review_traces(joined_rows([WRONG] * 4, [False] * 4), cfg=llm_cfg(), critic_outputs=outputs)
+    stats = critique_stats(frame)
+    assert stats["parse_rate"] == 0.5 and stats["fallback_rate"] == 0.5
+    assert stats["parse_error_kinds"] == {"empty": 1, "no_steps": 1}
+    assert stats["rewrite_correct_rate"] == 1.0 and stats["mean_alignment"] == 1.0
+
+
+def test_oracle_agreement_of_an_llm_critic():
+    joined = joined_rows([WRONG, WRONG, GOOD], [False, False, True])
+    oracle = review_traces(joined, cfg=CriticConfig(backend="oracle"))
+    llm = review_traces(joined, cfg=llm_cfg(), critic_outputs=[RECORDED["valid"], RECORDED["empty"], GOOD])
+    agreement = oracle_agreement(llm, oracle)
+    assert agreement == {"compared": 2, "verdict": 1.0, "first_wrong_step": 1.0, "over_traces_with_error": 1.0}
+    # rewriting the correct trace (dropping its unit word) reads as a changed step 1: both measures disagree there
+    llm2 = review_traces(
+        joined, cfg=llm_cfg(), critic_outputs=[RECORDED["valid"], RECORDED["valid"], RECORDED["valid"]]
+    )
+    assert oracle_agreement(llm2, oracle) == {
+        "compared": 3,
+        "verdict": round(2 / 3, 4),
+        "first_wrong_step": round(2 / 3, 4),
+        "over_traces_with_error": 1.0,
+    }
+    assert oracle_agreement(llm.clear(), oracle)["compared"] == 0
+
+
+@pytest.mark.slow
+def test_llm_critic_on_the_real_qwen_solver(qwen_model_dir, tmp_path):
+    """The real 0.5B model as the LLM critic on arith traces: real output, recorded whatever its quality."""
+    import yaml
+
+    from pipeline.artifacts import PROBLEMS_SCHEMA, TRACES_SCHEMA, read_artifact, write_artifact
+    from pipeline.config import ProblemsConfig, from_params
+    from pipeline.critic import query_critic
+    from pipeline.engines import Completion
+    from pipeline.problems import arith_frames
+    from pipeline.traces import traces_frame
+    from tests.conftest import ROOT
+
+    train, _ = arith_frames(ProblemsConfig(n_train=4, n_eval=1))
+    problems = write_artifact(train, tmp_path / "train.parquet", schema=PROBLEMS_SCHEMA, artifact="problems", stage="t")
+    completions = []
+    for i, chain in enumerate(train["steps"].to_list()):
+        lines = [f"<step_{k}> {s['a']} {s['op']} {s['b']} = {s['result']} </step_{k}>" for k, s in enumerate(chain, 1)]
+        if i % 2:  # every other trace miscalculates its first step and carries the error on
+            lines[0] = lines[0].replace(f"= {chain[0]['result']} ", f"= {chain[0]['result'] + 1} ")
+        answer = chain[-1]["result"] + (i % 2)
+        completions.append([Completion("\n".join([*lines, f"<answer> {answer} </answer>"]), [1], [-0.1], "stop")])
+    prompts = train.select("problem_id", "answer", "verifier").with_columns(
+        user_message=pl.lit("u"), prompt=pl.lit("q"), prompt_token_ids=pl.lit([1], dtype=pl.List(pl.Int32))
+    )
+    traces = write_artifact(
+        traces_frame(prompts, completions, condition="shared", round_index=0),
+        tmp_path / "traces.parquet",
+        schema=TRACES_SCHEMA,
+        artifact="traces",
+        stage="t",
+    )
+    section = yaml.safe_load((ROOT / "config/critic_llm.yaml").read_text())["critic"]
+    section["llm"] |= {"engine": {"backend": "transformers"}, "max_tokens": 96}
+    stats = query_critic(
+        traces=traces,
+        problems=problems,
+        out=tmp_path / "c.parquet",
+        cfg=from_params(CriticConfig, section),
+        critic_model=qwen_model_dir,
+    )
+    critiques = read_artifact(tmp_path / "c.parquet", schema=CRITIQUES_SCHEMA, artifact="critiques")
+    assert critiques.height == 4 == stats["traces"] == stats["reviewed"]
+    usable = critiques.filter(pl.col("parse_error").is_null())
+    assert stats["parse_rate"] == usable.height / 4
+    assert usable["rewrite_correct"].all()  # require_correct_rewrite: a wrong-answer rewrite is a parse error
+    assert (critiques.filter(pl.col("parse_error").is_not_null())["fallback"] == "reference").all()
+    assert stats["generated_tokens"] > 0
+
+
+def test_raw_critic_output_is_kept_for_every_reviewed_trace():
+    outputs = [RECORDED["malformed"], RECORDED["valid"]]
+    frame = review_traces(joined_rows([WRONG, WRONG], [False, False]), cfg=llm_cfg(), critic_outputs=outputs)
+    assert frame["critic_output"].to_list() == outputs  # malformed output is recorded, not only its parse error
+    oracle = review_traces(joined_rows([WRONG], [False]), cfg=CriticConfig(backend="oracle"))
+    assert oracle["critic_output"].to_list() == [None]
+
+
+def test_a_rewrite_that_keeps_every_step_of_a_wrong_trace_is_not_a_correct_verdict():
+    # recorded from the 0.5B critic: the steps copied, only the answer replaced by the ground truth
+    trace = "<step_1> 16 - 8 = 8 </step_1>\n<step_2> 8 * 4 = 32 </step_2>\n<answer> 32 </answer>"
+    rewrite = "<step_1> 16 - 8 = 8 </step_1>\n<step_2> 8 * 4 = 32 </step_2>\n<answer> 2 </answer>"
+    review = llm_review(
+        rewrite, completion=trace, finish_reason="stop", is_correct=False, fallback="skip", reference="r", answer="2"
+    )
+    assert review.parse_error is None and review.verdict == "wrong" and review.first_wrong_step is None

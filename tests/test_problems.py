@@ -6,6 +6,7 @@ import pytest
 from pipeline.artifacts import PROBLEMS_SCHEMA, REJECTS_SCHEMA, read_artifact, read_metadata
 from pipeline.config import DatasetSource, ProblemsConfig
 from pipeline.problems import arith_frames, clean_rows, extract_answer, load_source, prepare_problems, split_rows
+from tests.conftest import ROOT
 
 ROWS = [
     {"q": "What is 2 + 3?", "a": "Add them. #### 5"},
@@ -108,3 +109,39 @@ def test_arith_eval_set_does_not_move_when_n_train_changes():
     assert small[1].equals(big[1])
     assert small[0]["problem_id"].to_list() == big[0]["problem_id"].head(5).to_list()
     assert not set(big[0]["question"]) & set(big[1]["question"])
+
+
+OMR_SAMPLE = ROOT / "tests/data/openmathreasoning_sample.jsonl"
+
+
+def test_openmathreasoning_layout_from_a_local_jsonl():
+    source = DatasetSource(builder="json", data_files=(str(OMR_SAMPLE),), preset="openmathreasoning")
+    raw = load_source(source)
+    assert {"problem", "expected_answer", "generated_solution", "problem_type"} <= set(raw.columns)
+    good, rejects = clean_rows(raw, source, source_name="omr")
+    assert dict(zip(rejects["row_index"], rejects["reason"])) == {
+        1: "duplicate question",  # a second generated solution of problem 0
+        4: "no reference",  # its thinking never closed
+        5: "problem_type no_answer_extracted",
+        6: "problem_type converted_proof",
+    }
+    assert good["answer"].to_list() == ["12", "\\frac{3}{4}", "2\\sqrt{2}", "1010"]  # \( \) dropped
+    assert set(good["verifier"]) == {"math"}
+    assert all(r and "<think>" not in r and "Okay" not in r for r in good["reference"])
+    assert good["reference"][0].startswith("Write $60 = 2^2")
+    # every answer checks against the boxed answer of its own reference with math-verify
+    from pipeline.tasks.solver_format import parse_response
+    from pipeline.tasks.verify import verify_answer
+
+    assert all(
+        verify_answer(parse_response(r).answer, a, method="math") for r, a in zip(good["reference"], good["answer"])
+    )
+
+
+def test_max_rows_reads_only_the_first_rows(tmp_path):
+    source = DatasetSource(builder="json", data_files=(str(OMR_SAMPLE),), preset="openmathreasoning", max_rows=3)
+    raw = load_source(source)  # streamed
+    assert raw.height == 3 and raw["problem"][0].startswith("How many positive divisors")
+    cfg = ProblemsConfig(source="dataset", seed=0, n_train=1, n_eval=1, dataset=source)
+    out = {name: tmp_path / f"{name}.parquet" for name in ("train", "eval", "rejects")}
+    assert prepare_problems(**out, cfg=cfg) == {"train": 1, "eval": 1, "rejects": 1}

@@ -10,6 +10,7 @@ from pipeline.report import (
     beats_base,
     checkpoint_table,
     comparison_pairs,
+    critic_qa,
     paired_differences,
     premise_flags,
     render_report,
@@ -158,7 +159,8 @@ def test_render_report_has_every_section_and_no_external_assets():
     critiques = pl.DataFrame(
         {
             "seed": [0], "condition": ["shared"], "round": [0], "verdict": ["wrong"], "alignment_score": [1.0],
-            "answer_leak": [False], "parse_error": [None], "fallback": [None],
+            "answer_leak": [False], "parse_error": [None], "fallback": [None], "critic": ["oracle"],
+            "rewrite_correct": [True],
         }
     )  # fmt: skip
     page = render_report(
@@ -173,6 +175,17 @@ def test_render_report_has_every_section_and_no_external_assets():
         advantage_figure_html="<p>tokens <b>&lt;step_1&gt;</b></p>",
         critiques=critiques,
         provenance_record={"git_commit": "abc", "config": {"solver": "tiny", "critic": {"backend": "oracle"}}},
+        selection={
+            "filters": {"max_avg": 0.3125, "min_avg": 0.0, "min_format_rate": 0.5, "critic_solves": True},
+            "splits": {
+                "train": {
+                    "candidates": 9,
+                    "kept": 4,
+                    "mean_avg": 0.3,
+                    "failing": {"too_easy": 3, "too_hard": 0, "critic_fails": 2, "format": 1, "over_cap": 0},
+                },
+            },
+        },  # fmt: skip
     )
     headings = ("Premise", "Paired differences", "Table 1", "Avg@4 per round", "Training curves",
                 "Per-token advantages", "Critic QA", "Provenance")  # fmt: skip
@@ -180,7 +193,27 @@ def test_render_report_has_every_section_and_no_external_assets():
     assert positions == sorted(positions)  # the premise comes first
     assert "reference: its teacher (reference, layout anchor) is no better" in page
     assert "+0.400 [+0.300, +0.500] (4)" in page  # the critique's gap
+    assert "Problem selection" in page and "<td>train</td><td>9</td><td>4</td><td>3</td><td>0</td><td>2</td>" in page
     assert "-0.25 / 1.0 / 0.25 (3)" in page
     assert 'src="http' not in page and "<script src" not in page
     assert "critique round 1" in page  # its CI lies above the base's
     assert '"solver": "tiny"' in page
+
+
+def test_critic_qa_rates_leave_out_reward_only_rows():
+    critiques = pl.DataFrame(
+        {
+            "seed": [0] * 5, "condition": ["shared"] * 3 + ["grpo"] * 2, "round": [0] * 5,
+            "verdict": ["wrong", "wrong", "correct", "wrong", "correct"],
+            "alignment_score": [1.0, None, 0.5, None, None], "answer_leak": [True, False, False, False, False],
+            "parse_error": [None, "no_steps", None, None, None], "fallback": [None, "reference", None, None, None],
+            "critic": ["llm"] * 3 + ["reward_only"] * 2, "rewrite_correct": [True, None, False, None, None],
+        }
+    )  # fmt: skip
+    qa = critic_qa(critiques).sort("condition")
+    grpo, shared = qa.row(0, named=True), qa.row(1, named=True)
+    assert shared["traces"] == 3 and shared["reviewed"] == 3 and shared["parse_errors"] == 1
+    assert shared["parse_rate"] == pytest.approx(2 / 3) and shared["fallback_rate"] == pytest.approx(1 / 3)
+    assert shared["leak_rate"] == 0.5 and shared["rewrite_correct"] == 0.5  # leaks among the 2 usable rewrites
+    assert shared["mean_alignment"] == 0.75
+    assert grpo["traces"] == 2 and grpo["reviewed"] == 0 and grpo["parse_errors"] == 0

@@ -209,3 +209,60 @@ def test_seeds_option_repeats_the_experiment_and_reports_once(tmp_path):
         assert ("evaluate", f"seed={seed}, condition=critique, round=2") in jobs
     assert {wc for rule, wc in jobs if rule in ("analyse_advantages", "check_premise")} == {"seed=0"}
     assert [rule for rule, _ in jobs].count("report") == 1
+
+
+@pytest.mark.slow
+def test_smoke_dag_selects_problems_and_threshold_edits_sample_nothing(smoke_run, tmp_path):
+    selection = smoke_run / "results/problems/selection"
+    train = pl.read_parquet(selection / "train.parquet")
+    assert train.schema == PROBLEMS_SCHEMA and train.height == 8  # 10 candidates, capped at 8
+    samples = pl.read_parquet(selection / "solver_samples.parquet")
+    assert samples.group_by("problem_id").len()["len"].to_list() == [4] * 14  # 10 train + 4 eval candidates x 4
+    summary = json.loads((selection / "summary.json").read_text())
+    assert summary["splits"]["train"]["failing"]["over_cap"] == 2
+    assert "Problem selection" in (smoke_run / "results/report.html").read_text()
+    # every later stage reads the selected problems
+    traces = pl.read_parquet(smoke_run / "results/seed_0/traces/shared/round_0.parquet")
+    assert set(traces["problem_id"]) <= set(train["problem_id"])
+    config = yaml.safe_load(SMOKE_CONFIG.read_text())
+    config["select_problems"]["filters"]["n_train"] = 6
+    edited = tmp_path / "filters.yaml"
+    edited.write_text(yaml.safe_dump(config))
+    rules = {rule for rule, _ in planned_jobs(snakemake(smoke_run, "--configfile", str(edited), "-n").stdout)}
+    assert "select_problems" in rules and "select_problems_solver" not in rules and "prepare_problems" not in rules
+
+
+PAPER = ROOT / "config/paper.yaml"
+
+
+def test_paper_config_dry_run_lists_the_whole_dag(tmp_path):
+    jobs = planned_jobs(snakemake(tmp_path, "--configfile", str(PAPER), "-n").stdout)
+    rules = [rule for rule, _ in jobs]
+    for rule in ("prepare_problems", "select_problems_solver", "select_problems_critic", "select_problems",
+                 "check_premise", "analyse_advantages", "report"):  # fmt: skip
+        assert rules.count(rule) == 1, rule
+    assert rules.count("prepare_model") == 2  # the solver and the critic
+    for arm in ("grpo", "reference", "critique"):
+        for r in range(1, 8):  # 7 epochs x 3 arms
+            assert ("evaluate", f"seed=0, condition={arm}, round={r}") in jobs
+    assert rules.count("distill_student") == 14 and rules.count("train_grpo") == 7
+    assert rules.count("generate_traces") == 1 + 7 + 6 + 6  # GRPO's 7 rounds, shared round 0, 6 more per arm
+
+
+def test_paper_config_dry_run_with_the_slurm_profile(tmp_path):
+    pytest.importorskip("snakemake_executor_plugin_slurm", reason="needs .[slurm]")
+    out = snakemake(
+        tmp_path, "--configfile", str(PAPER), "--workflow-profile", str(ROOT / "workflow/profiles/slurm"), "-n"
+    ).stdout
+    assert "total                            125" in out
+    blocks = re.split(r"\n(?=(?:local)?rule \w+:)", out)
+    model_rules = ("generate_traces", "evaluate", "distill_student", "train_grpo", "precompute_teacher_logprobs",
+                   "check_premise", "select_problems_solver")  # fmt: skip
+    for block in blocks:
+        rule = re.match(r"(?:local)?rule (\w+):", block)
+        if rule and rule.group(1) in model_rules:
+            assert "slurm_partition=gpu" in block and "gpu=1" in block, block
+    critic = [b for b in blocks if b.startswith("rule query_critic:") and "condition=critique" in b]
+    assert critic and all("gpu=4" in b for b in critic)  # the critic's tensor-parallel size
+    grpo = [b for b in blocks if b.startswith("rule query_critic:") and "condition=grpo" in b]
+    assert grpo and all("gpu=0" in b for b in grpo)  # reward only: no critic call

@@ -56,6 +56,7 @@ def engine_from_config(cfg: EngineConfig, model_path: str | Path, *, seed: int, 
             enforce_eager=cfg.enforce_eager,
             dtype=None if cfg.dtype == "auto" else cfg.dtype,
             lora=cfg.lora,
+            tensor_parallel_size=cfg.tensor_parallel_size,
         )
     if not cfg.server_url:
         raise ValueError("engine.backend is 'server' but engine.server_url is not set")

@@ -59,6 +59,7 @@ class VLLMEngine:
         gpu_memory_utilization: float = 0.85,
         enforce_eager: bool = False,
         lora: str = "auto",
+        tensor_parallel_size: int = 1,
     ) -> None:
         gpu = _on_gpu()
         if not gpu:
@@ -67,6 +68,8 @@ class VLLMEngine:
 
         start = time.perf_counter()
         kwargs: dict = {"gpu_memory_utilization": gpu_memory_utilization} if gpu else {}
+        if tensor_parallel_size > 1:
+            kwargs["tensor_parallel_size"] = tensor_parallel_size
         base_dir, adapter_dir = resolve_checkpoint(model_path)
         self.lora_request = None
         self._merged_dir: Path | None = None

@@ -5,7 +5,7 @@ rule build_teacher_contexts:
     input:
         traces=sd_traces,
         critiques=sd_critiques,
-        problems="results/problems/train.parquet",
+        problems=problems_file("train"),
         model=f"resources/models/{config['solver']}",
     wildcard_constraints:
         condition=SD_CONDITION_PATTERN,

@@ -8,7 +8,7 @@ rule check_premise:
     input:
         traces="results/seed_{seed}/traces/shared/round_0.parquet",
         critiques="results/seed_{seed}/critiques/shared/round_0.parquet",
-        problems="results/problems/train.parquet",
+        problems=problems_file("train"),
         model=f"resources/models/{config['solver']}",
     output:
         samples="results/seed_{seed}/premise/samples.parquet",
@@ -21,6 +21,8 @@ rule check_premise:
         prompt=canonical(config["traces"]["prompt"]),
         version=STAGE_VERSIONS["check_premise"],
     threads: workflow.cores  # a model stage uses every core it is given; one runs at a time
+    resources:
+        gpu=1,
     log:
         "logs/check_premise/seed_{seed}.log",
     benchmark:

@@ -10,7 +10,7 @@ EXPERIMENT = config["experiment"]
 # Every context kind a self-teacher can see; the analysis compares all of them.
 CONTEXT_KINDS = ["reference", "critique", "critique_full_quote", "critique_labels_only"]
 # Variant arms: a context kind with some distill options overridden (e.g. a token mask).
-VARIANTS = EXPERIMENT.get("variants") or {}
+VARIANTS = {variant["name"]: variant for variant in EXPERIMENT.get("variants") or []}
 # Arms with a self-teacher: main kinds, the ablation kinds, then the variants.
 SD_CONDITIONS = [c for c in EXPERIMENT["conditions"] if c != "grpo"]
 if EXPERIMENT["ablations"]:
@@ -25,6 +25,9 @@ SEEDS = EXPERIMENT["seeds"]
 ANALYSIS_SEED = SEEDS[0]
 # Traces are sampled for rounds 0..R-1; each trains round r+1's student, up to round R.
 TRACE_ROUNDS = list(range(ROUNDS))
+# select_problems (optional): the later stages read the selected problems instead of the candidates.
+SELECTION = config.get("select_problems", {"enabled": False})
+SELECT = SELECTION["enabled"]
 
 
 wildcard_constraints:
@@ -47,6 +50,11 @@ def seeded_section(name):
 def model_spec(wildcards):
     """The `models` entry that prepare_models builds for one {model}."""
     return canonical(config["models"][wildcards.model])
+
+
+def critic_rewrites(wildcards):
+    """Whether a traces file needs the critic's rewrite: GRPO uses the reward, the reference arm the reference."""
+    return wildcards.condition not in ("grpo", "reference")
 
 
 def critic_model_dirs():
@@ -194,3 +202,39 @@ def train_log_targets():
 def student_targets():
     """The last round's student of every arm (which pulls in every earlier stage)."""
     return [f"results/seed_{seed}/students/{condition}/round_{ROUNDS}" for seed in SEEDS for condition in arms()]
+
+
+def problems_file(split):
+    """The problems a stage reads: select_problems' kept ones when it is on, else prepare_problems'."""
+    return f"results/problems/selection/{split}.parquet" if SELECT else f"results/problems/{split}.parquet"
+
+
+def selection_subsection(name):
+    """One subsection of select_problems (solver, critic, filters), as a rule's params."""
+    return canonical(SELECTION.get(name) or {})
+
+
+def selection_critic_answers():
+    """The critic's own answers to the candidates: needed only for an LLM critic (the oracle solves arith)."""
+    return ["results/problems/selection/critic_answers.parquet"] if config["critic"]["backend"] == "llm" else []
+
+
+def selection_summaries():
+    """select_problems' summary for the report, when the stage is on."""
+    return ["results/problems/selection/summary.json"] if SELECT else []
+
+
+def critic_gpus(wildcards=None):
+    """Devices of a job that runs the critic model: its engine's tensor-parallel size (none for the oracle).
+
+    query_critic passes its wildcards: traces that need no rewrite call no critic.
+    """
+    critic = config["critic"]
+    if critic["backend"] != "llm" or (wildcards is not None and not critic_rewrites(wildcards)):
+        return 0
+    return critic.get("llm", {}).get("engine", {}).get("tensor_parallel_size", 1)
+
+
+def selection_critic_gpus(wildcards=None):
+    """Devices of select_problems_critic: the tensor-parallel size of its engine."""
+    return (SELECTION.get("critic") or {}).get("engine", {}).get("tensor_parallel_size", 1)

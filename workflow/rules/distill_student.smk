@@ -14,6 +14,8 @@ rule distill_student:
         cfg=distill_section,
         version=STAGE_VERSIONS["distill_student"],
     threads: workflow.cores  # a model stage uses every core it is given; one runs at a time
+    resources:
+        gpu=1,  # more (profile or --set-resources) runs the stage under torchrun
     log:
         "logs/distill_student/seed_{seed}/{condition}/round_{round}.log",
     benchmark:

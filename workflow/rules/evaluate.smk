@@ -3,7 +3,7 @@
 # checkpoints are evaluated with.
 rule evaluate:
     input:
-        problems="results/problems/eval.parquet",
+        problems=problems_file("eval"),
         model=eval_model,
     output:
         samples="results/seed_{seed}/eval/{condition}/round_{round}.parquet",
@@ -13,6 +13,8 @@ rule evaluate:
         prompt=canonical(config["traces"]["prompt"]),
         version=STAGE_VERSIONS["evaluate"],
     threads: workflow.cores  # a model stage uses every core it is given; one runs at a time
+    resources:
+        gpu=1,
     log:
         "logs/evaluate/seed_{seed}/{condition}/round_{round}.log",
     benchmark:

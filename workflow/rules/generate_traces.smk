@@ -2,7 +2,7 @@
 # {condition}=shared job, so every self-distillation arm starts from the very same traces.
 rule generate_traces:
     input:
-        problems="results/problems/train.parquet",
+        problems=problems_file("train"),
         model=student_model,
     output:
         "results/seed_{seed}/traces/{condition}/round_{round}.parquet",
@@ -10,6 +10,8 @@ rule generate_traces:
         cfg=seeded_section("traces"),
         version=STAGE_VERSIONS["generate_traces"],
     threads: workflow.cores  # a model stage uses every core it is given; one runs at a time
+    resources:
+        gpu=1,
     log:
         "logs/generate_traces/seed_{seed}/{condition}/round_{round}.log",
     benchmark:

@@ -12,6 +12,8 @@ rule precompute_teacher_logprobs:
         cfg=section("teacher"),
         version=STAGE_VERSIONS["precompute_teacher_logprobs"],
     threads: workflow.cores  # a model stage uses every core it is given; one runs at a time
+    resources:
+        gpu=1,
     log:
         "logs/precompute_teacher_logprobs/seed_{seed}/{condition}/round_{round}.log",
     benchmark:

@@ -12,6 +12,8 @@ rule prepare_model:
         spec=model_spec,
         version=STAGE_VERSIONS["prepare_model"],
     threads: workflow.cores  # a model stage uses every core it is given; one runs at a time
+    resources:
+        gpu=0,  # dequantizing a GGUF or fetching from a hub needs no device
     log:
         "logs/prepare_model/{model}.log",
     benchmark:

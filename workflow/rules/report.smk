@@ -11,6 +11,7 @@ rule report:
         advantage_figure_png=f"results/seed_{ANALYSIS_SEED}/advantages/figure.png",
         advantage_figure_html=f"results/seed_{ANALYSIS_SEED}/advantages/figure.html",
         critiques=critique_targets(),
+        selection=selection_summaries(),
         models=used_model_dirs(),
     output:
         report(

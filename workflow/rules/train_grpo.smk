@@ -12,6 +12,8 @@ rule train_grpo:
         cfg=seeded_section("grpo"),
         version=STAGE_VERSIONS["train_grpo"],
     threads: workflow.cores  # a model stage uses every core it is given; one runs at a time
+    resources:
+        gpu=1,  # more (profile or --set-resources) runs the stage under torchrun
     log:
         "logs/train_grpo/seed_{seed}/round_{round}.log",
     benchmark:

@@ -15,6 +15,7 @@ def main(snakemake) -> None:
         out=Path(snakemake.output[0]),
         cfg=from_params(CriticConfig, snakemake.params.cfg, where="critic"),
         critic_model=Path(snakemake.input.critic[0]) if snakemake.input.critic else None,
+        rewrite=bool(snakemake.params.rewrite),
     )
     exit_cleanly()
 

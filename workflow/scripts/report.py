@@ -23,6 +23,7 @@ def main(snakemake) -> None:
         out=Path(snakemake.output[0]),
         resamples=evaluate.get("bootstrap_resamples", 1000),
         seed=evaluate.get("seed", 0),
+        selection=Path(snakemake.input.selection[0]) if snakemake.input.selection else None,
     )
 
 

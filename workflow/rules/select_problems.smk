@@ -1,0 +1,70 @@
+# select_problems (optional, select_problems.enabled): keep the candidates that are hard but
+# learnable. Three jobs so that editing a threshold (select_problems.filters) reruns no sampling:
+# the base solver's n samples per candidate, the critic's own answers (LLM critic only), the filter.
+rule select_problems_solver:
+    input:
+        train="results/problems/train.parquet",
+        eval="results/problems/eval.parquet",
+        model=f"resources/models/{config['solver']}",
+    output:
+        "results/problems/selection/solver_samples.parquet",
+    params:
+        cfg=selection_subsection("solver"),
+        prompt=canonical(config["traces"]["prompt"]),
+        version=STAGE_VERSIONS["select_problems"],
+    threads: workflow.cores  # a model stage uses every core it is given; one runs at a time
+    resources:
+        gpu=1,
+    log:
+        "logs/select_problems_solver/select_problems_solver.log",
+    benchmark:
+        "benchmarks/select_problems_solver/select_problems_solver.tsv"
+    conda:
+        "../../envs/pipeline.yaml"
+    script:
+        "../scripts/select_problems_solver.py"
+
+
+rule select_problems_critic:
+    input:
+        train="results/problems/train.parquet",
+        eval="results/problems/eval.parquet",
+        critic=critic_model_dirs(),
+    output:
+        "results/problems/selection/critic_answers.parquet",
+    params:
+        cfg=selection_subsection("critic"),
+        version=STAGE_VERSIONS["select_problems"],
+    threads: workflow.cores  # a model stage uses every core it is given; one runs at a time
+    resources:
+        gpu=selection_critic_gpus,
+    log:
+        "logs/select_problems_critic/select_problems_critic.log",
+    benchmark:
+        "benchmarks/select_problems_critic/select_problems_critic.tsv"
+    conda:
+        "../../envs/pipeline.yaml"
+    script:
+        "../scripts/select_problems_critic.py"
+
+
+rule select_problems:
+    input:
+        train="results/problems/train.parquet",
+        eval="results/problems/eval.parquet",
+        samples="results/problems/selection/solver_samples.parquet",
+        critic_answers=selection_critic_answers(),
+    output:
+        train="results/problems/selection/train.parquet",
+        eval="results/problems/selection/eval.parquet",
+        dropped="results/problems/selection/dropped.parquet",
+        summary="results/problems/selection/summary.json",
+    params:
+        cfg=selection_subsection("filters"),
+        version=STAGE_VERSIONS["select_problems"],
+    log:
+        "logs/select_problems/select_problems.log",
+    conda:
+        "../../envs/pipeline.yaml"
+    script:
+        "../scripts/select_problems.py"
