@@ -186,3 +186,20 @@ def test_seeds_option_repeats_the_experiment_and_reports_once(tmp_path):
         assert ("evaluate", f"seed={seed}, condition=critique, round=2") in jobs
     assert {wc for rule, wc in jobs if rule in ("analyse_advantages", "check_premise")} == {"seed=0"}
     assert [rule for rule, _ in jobs].count("report") == 1
+
+
+def test_rule_all_names_the_report_and_every_checkpoint(tmp_path):
+    config = yaml.safe_load(SMOKE_CONFIG.read_text())
+    config["experiment"]["seeds"] = [0, 1]
+    edited = tmp_path / "seeds.yaml"
+    edited.write_text(yaml.safe_dump(config))
+    plan = snakemake(tmp_path, "--configfile", str(edited), "-n").stdout
+    targets = re.search(r"\n(?:local)?rule all:\n    input: (.*)\n", plan).group(1).split(", ")
+    students = [
+        f"results/seed_{seed}/students/{arm}/round_{r}"
+        for seed in (0, 1)
+        for arm in ("reference", "critique", "grpo")
+        for r in (1, 2)
+    ]
+    assert sorted(targets) == sorted(["results/report.html", *students])
+
