@@ -203,3 +203,11 @@ def test_rule_all_names_the_report_and_every_checkpoint(tmp_path):
     ]
     assert sorted(targets) == sorted(["results/report.html", *students])
 
+
+def test_default_profile_applies_by_itself(tmp_path):
+    """Found through profiles/default: its `cores: all` is why a bare `--unlock` works (README, When a run dies)."""
+    cmd = [SNAKEMAKE, "--unlock", "-s", str(ROOT / "Snakefile"), "--configfile", str(SMOKE_CONFIG)]
+    out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)  # found next to the Snakefile
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"workflow specific profile {ROOT / 'profiles/default'}" in out.stderr
+    assert "Unlocked working directory" in out.stdout + out.stderr
