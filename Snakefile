@@ -27,7 +27,10 @@ include: "workflow/rules/analyse_advantages.smk"
 include: "workflow/rules/report.smk"
 
 
+# The report, and every checkpoint by name: Snakemake skips a missing intermediate file whose
+# consumers are up to date, so a student lost to a killed rerun would otherwise never be rebuilt.
 rule all:
     default_target: True
     input:
         rules.report.output,
+        student_targets(),

@@ -10,9 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -320,6 +322,47 @@ def write_text_atomic(text: str, path: str | os.PathLike[str]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+# Versions of a folder written by versioned_dir are its hidden siblings with this prefix.
+VERSION_PREFIX = ".{name}.version-"
+
+
+@contextmanager
+def versioned_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A fresh folder to write the next version of the folder ``path`` into.
+
+    The folder is a hidden sibling, ``.<name>.version-<random>``. When the ``with`` block completes,
+    ``path`` becomes a symbolic link to it, swapped in with one atomic rename, and only then are
+    the earlier versions deleted. So a reader sees either the previous complete version or the new
+    one, and a job killed before the swap leaves the previous version on disk (Snakemake's removal
+    of a job's outputs unlinks a link, not its target). A failed block deletes its unfinished folder.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=VERSION_PREFIX.format(name=path.name)))
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    staging.chmod(0o755)  # mkdtemp creates 0700; checkpoints are meant to be shared and read
+    link = staging.with_name(f"{staging.name}.link")
+    link.symlink_to(staging.name)
+    os.replace(link, path)
+    remove_other_versions(path)
+
+
+def remove_other_versions(path: Path) -> None:
+    """Delete the versions of the folder ``path`` (its siblings ``.<name>.version-*``) but the one it links to."""
+    prefix, current = VERSION_PREFIX.format(name=path.name), os.readlink(path)
+    for version in path.parent.iterdir():
+        if not version.name.startswith(prefix) or version.name == current:
+            continue
+        if version.is_symlink() or not version.is_dir():
+            version.unlink()
+        else:
+            shutil.rmtree(version)
 
 
 def write_json(payload: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:

@@ -20,7 +20,7 @@ from typing import Any
 import polars as pl
 import torch
 
-from pipeline.artifacts import PROVENANCE_FILE, TRAIN_LOG_SCHEMA, weights_hash, write_artifact
+from pipeline.artifacts import PROVENANCE_FILE, TRAIN_LOG_SCHEMA, versioned_dir, weights_hash, write_artifact
 from pipeline.config import LoraSettings, OptimConfig
 from pipeline.engines.checkpoint import resolve_checkpoint
 
@@ -61,18 +61,22 @@ def load_student(model_dir: Path, lora: LoraSettings | None) -> tuple[Any, Any, 
 
 
 def save_student(model: Any, tokenizer: Any, out_dir: Path, *, base_dir: Path, details: dict[str, Any]) -> None:
-    """Save an adapter (with its base recorded) or full weights, plus provenance."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    provenance = {
-        "name": out_dir.name,
-        "base_model": str(base_dir),
-        "adapter": (out_dir / "adapter_config.json").is_file(),
-        **details,
-        "weights_sha256": weights_hash(out_dir),
-    }
-    (out_dir / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2, sort_keys=True, default=str))
+    """Save an adapter (with its base recorded) or full weights, plus provenance.
+
+    ``out_dir`` becomes a link to a complete versioned folder (:func:`versioned_dir`): the previous
+    checkpoint there is replaced only once this one is written in full.
+    """
+    with versioned_dir(out_dir) as version:
+        model.save_pretrained(version)
+        tokenizer.save_pretrained(version)
+        provenance = {
+            "name": out_dir.name,
+            "base_model": str(base_dir),
+            "adapter": (version / "adapter_config.json").is_file(),
+            **details,
+            "weights_sha256": weights_hash(version),
+        }
+        (version / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2, sort_keys=True, default=str))
 
 
 def write_training_outputs(
@@ -88,16 +92,19 @@ def write_training_outputs(
     out_model: Path,
     out_log: Path,
 ) -> None:
-    """Save the next round's checkpoint and the training log (on rank 0 only under torchrun)."""
+    """Write the training log, then the next round's checkpoint (on rank 0 only under torchrun).
+
+    The checkpoint comes last, so the previous version is deleted only once every output is complete.
+    """
     if dist_rank_world()[0] > 0:
         return
-    save_student(
-        model, tokenizer, out_model, base_dir=base_dir, details={"stage": stage, "from": str(student), **stats}
-    )
     write_artifact(
         train_log, out_log, schema=TRAIN_LOG_SCHEMA, artifact="train_log", stage=stage,
         params={**config_record(cfg), "stats": stats}, model=str(student),
     )  # fmt: skip
+    save_student(
+        model, tokenizer, out_model, base_dir=base_dir, details={"stage": stage, "from": str(student), **stats}
+    )
 
 
 def make_optimizer(model: Any, cfg: OptimConfig, total_steps: int) -> tuple[torch.optim.Optimizer, Any]:

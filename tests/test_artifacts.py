@@ -1,7 +1,14 @@
 import polars as pl
 import pytest
 
-from pipeline.artifacts import SCHEMA_VERSION, SchemaError, read_metadata, validate_frame, write_artifact
+from pipeline.artifacts import (
+    SCHEMA_VERSION,
+    SchemaError,
+    read_metadata,
+    validate_frame,
+    versioned_dir,
+    write_artifact,
+)
 
 SCHEMA = pl.Schema({"trace_id": pl.String, "topk_ids": pl.List(pl.Array(pl.Int32, 3))})
 
@@ -52,3 +59,44 @@ def test_write_json_is_atomic_and_sorted(tmp_path):
     assert path.read_text() == json.dumps({"a": [0.5], "b": 1}, indent=2)
     assert [p.name for p in path.parent.iterdir()] == ["summary.json"]  # no temporary file left
     assert oct(path.stat().st_mode & 0o777) == "0o644"
+
+
+def write_version(path, text: str) -> None:
+    with versioned_dir(path) as version:
+        (version / "weights").write_text(text)
+
+
+def test_versioned_dir_swaps_a_link_and_keeps_the_previous_version_until_then(tmp_path):
+    path = tmp_path / "round_1"
+    write_version(path, "one")
+    first = path.resolve()
+    assert path.is_symlink() and first.parent == tmp_path and first.name.startswith(".round_1.version-")
+    assert (path / "weights").read_text() == "one" and oct(first.stat().st_mode & 0o777) == "0o755"
+    with versioned_dir(path) as version:
+        (version / "weights").write_text("two")
+        assert (path / "weights").read_text() == "one"  # readers see the previous version until the swap
+    assert (path / "weights").read_text() == "two"
+    assert not first.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["round_1", path.resolve().name])
+
+
+def test_versioned_dir_failure_or_kill_keeps_the_previous_version(tmp_path):
+    path = tmp_path / "round_1"
+    write_version(path, "one")
+    first = path.resolve()
+    with pytest.raises(RuntimeError, match="out of memory"), versioned_dir(path):
+        raise RuntimeError("out of memory")
+    assert (path / "weights").read_text() == "one"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["round_1", first.name])
+    # a killed rerun: Snakemake unlinked the output before the job, which died mid-write
+    path.unlink()
+    stale = tmp_path / ".round_1.version-killed"
+    stale.mkdir()
+    (tmp_path / ".round_10.version-other").mkdir()  # another round's version is not this one's
+    assert (first / "weights").read_text() == "one"
+    write_version(path, "two")
+    assert (path / "weights").read_text() == "two"
+    assert not first.exists() and not stale.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [".round_10.version-other", "round_1", path.resolve().name]
+    )

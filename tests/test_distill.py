@@ -3,6 +3,7 @@ import polars as pl
 import pytest
 import torch
 
+from pipeline.artifacts import read_provenance, weights_hash
 from pipeline.config import DistillConfig, EngineConfig, LoraSettings, OptimConfig, TeacherConfig
 from pipeline.distill import distill_loss, loss_mask, teacher_disagrees, token_mask, train_distill, training_rows
 from pipeline.engines.checkpoint import merge_adapter, resolve_checkpoint
@@ -83,6 +84,9 @@ def test_lora_checkpoint_round_trips_through_the_engines(tiny_model_dir, tmp_pat
     out = tmp_path / "round_1"
     save_student(model, tokenizer, out, base_dir=base, details={})
     assert resolve_checkpoint(out) == (tiny_model_dir, out)
+    # a link to a complete versioned folder, whose provenance names the checkpoint and hashes its weights
+    assert out.is_symlink() and out.resolve().name.startswith(".round_1.version-")
+    assert read_provenance(out)["name"] == "round_1" and read_provenance(out)["weights_sha256"] == weights_hash(out)
     engine = HFEngine(out, seed=0)
     (trained,) = engine.score([[5, 6, 7, 8]], [[20, 21, 22]], top_k=4)
     (original,) = HFEngine(tiny_model_dir, seed=0).score([[5, 6, 7, 8]], [[20, 21, 22]], top_k=4)

@@ -266,3 +266,28 @@ def test_paper_config_dry_run_with_the_slurm_profile(tmp_path):
     assert critic and all("gpu=4" in b for b in critic)  # the critic's tensor-parallel size
     grpo = [b for b in blocks if b.startswith("rule query_critic:") and "condition=grpo" in b]
     assert grpo and all("gpu=0" in b for b in grpo)  # reward only: no critic call
+
+
+def test_rule_all_names_the_report_and_every_checkpoint(tmp_path):
+    config = yaml.safe_load(SMOKE_CONFIG.read_text())
+    config["experiment"]["seeds"] = [0, 1]
+    edited = tmp_path / "seeds.yaml"
+    edited.write_text(yaml.safe_dump(config))
+    plan = snakemake(tmp_path, "--configfile", str(edited), "-n").stdout
+    targets = re.search(r"\n(?:local)?rule all:\n    input: (.*)\n", plan).group(1).split(", ")
+    students = [
+        f"results/seed_{seed}/students/{arm}/round_{r}"
+        for seed in (0, 1)
+        for arm in ("reference", "critique", "grpo")
+        for r in (1, 2)
+    ]
+    assert sorted(targets) == sorted(["results/report.html", *students])
+
+
+def test_default_profile_applies_by_itself(tmp_path):
+    """Found through profiles/default: its `cores: all` is why a bare `--unlock` works (README, When a run dies)."""
+    cmd = [SNAKEMAKE, "--unlock", "-s", str(ROOT / "Snakefile"), "--configfile", str(SMOKE_CONFIG)]
+    out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)  # found next to the Snakefile
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert f"workflow specific profile {ROOT / 'profiles/default'}" in out.stderr
+    assert "Unlocked working directory" in out.stdout + out.stderr

@@ -200,8 +200,8 @@ def train_log_targets():
 
 
 def student_targets():
-    """The last round's student of every arm (which pulls in every earlier stage)."""
-    return [f"results/seed_{seed}/students/{condition}/round_{ROUNDS}" for seed in SEEDS for condition in arms()]
+    """Every arm's student of every round, per seed: `rule all` asks for each, so a missing one is rebuilt."""
+    return [f"results/seed_{seed}/students/{arm}/round_{r}" for seed, arm, r in train_log_keys()]
 
 
 def problems_file(split):
