@@ -7,7 +7,8 @@ Metrics, all averaged over problems:
 - Avg@n: the share of correct samples;
 - Pass@k for k = 1..n with the unbiased estimator ``1 - C(n-c, k) / C(n, k)`` (c correct of n);
 - Maj@n: whether the most frequent answer, normalised by the problem's verifier, is correct;
-- mean completion length in tokens, format rate, truncation rate;
+- mean completion length in tokens, format rate, truncation rate, and the share of answers given
+  without a single step;
 - mean token entropy, estimated as the mean ``-log p`` of the sampled tokens (unbiased at
   temperature 1 and top-p 1, where samples follow the model's own distribution).
 
@@ -35,7 +36,7 @@ from pipeline.artifacts import (
 )
 from pipeline.config import EvaluateConfig, PromptConfig
 from pipeline.engines import Completion, SamplingConfig, sample_model
-from pipeline.metrics import bootstrap_ci, miscalculated_step_rate, problem_metrics
+from pipeline.metrics import answer_only_rate, bootstrap_ci, miscalculated_step_rate, problem_metrics
 from pipeline.tasks.solver_format import build_prompts, parse_response
 from pipeline.tasks.verify import normalize_answer, verify_answer
 
@@ -66,6 +67,7 @@ def summarise(samples: pl.DataFrame, *, resamples: int, seed: int) -> dict[str, 
         "format_rate": round(float(per_problem["format"].mean()), 4),
         "truncated_rate": round(float(per_problem["truncated"].mean()), 4),
         "miscalculated_steps": _rounded(miscalculated_step_rate(samples["completion_text"].to_list())),
+        "answer_only_rate": _rounded(answer_only_rate(samples["completion_text"].to_list())),
         "token_entropy": _rounded(token_entropy(samples)),
     }
 

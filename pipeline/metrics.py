@@ -82,6 +82,18 @@ def miscalculated_step_rate(texts: Sequence[str]) -> float | None:
     return wrong / checked if checked else None
 
 
+def answer_only_rate(texts: Sequence[str]) -> float | None:
+    """Share of responses that give an answer without writing a single step (None: no response).
+
+    The mark of a student that learned to copy answers rather than to solve: a teacher that sees the
+    answer in its context puts mass on answering at once.
+    """
+    if not texts:
+        return None
+    parsed = [parse_response(text) for text in texts]
+    return sum(p.answer is not None and not p.steps for p in parsed) / len(parsed)
+
+
 def bootstrap_ci(values: np.ndarray, *, resamples: int, seed: int, level: float = 0.95) -> np.ndarray:
     """Percentile bootstrap over rows (problems) of the column means of ``values`` [P, M] -> [M, 3].
 

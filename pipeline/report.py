@@ -32,7 +32,7 @@ from pipeline.artifacts import (
     read_provenance,
     write_text_atomic,
 )
-from pipeline.metrics import bootstrap_ci, miscalculated_step_rate, problem_metrics
+from pipeline.metrics import answer_only_rate, bootstrap_ci, miscalculated_step_rate, problem_metrics
 
 log = logging.getLogger(__name__)
 STAGE = "report"
@@ -82,6 +82,7 @@ def checkpoint_table(samples: pl.DataFrame, *, resamples: int, seed: int) -> pl.
                 "length": float(pooled["length"].mean()),
                 "format_rate": float(pooled["format"].mean()),
                 "miscalculated_steps": miscalculated_step_rate(group["completion_text"].to_list()),
+                "answer_only": answer_only_rate(group["completion_text"].to_list()),
                 "token_entropy": float(-group["sum_logprob"].sum() / max(int(group["num_tokens"].sum()), 1)),
             }
         )  # fmt: skip
@@ -545,7 +546,7 @@ def render_report(
         .map_elements(lambda r: _ci(r["avg"], r["avg_low"], r["avg_high"]), return_dtype=pl.String)
         .alias(f"Avg@{n} [95% CI]"),
         pl.col("maj").alias(f"Maj@{n}"), pl.col("pass_n").alias(f"Pass@{n}"),
-        "seed_min_avg", "seed_max_avg", "length", "format_rate", "miscalculated_steps", "token_entropy",
+        "seed_min_avg", "seed_max_avg", "length", "format_rate", "answer_only", "miscalculated_steps", "token_entropy",
     )  # fmt: skip
     curves = _img(training_curves_figure(training), "training curves") if training.height else "<p>No logs.</p>"
     flags = premise_flags(premise["table"], layout, arms)
@@ -584,7 +585,8 @@ def render_report(
         "metrics averaged over seeds first).</p>",
         f"<h2>Avg@{n} per round</h2>{_img(avg_per_round_figure(checkpoints, n), 'Avg per round')}",
         html_table(per_round),
-        "<p class='note'>miscalculated_steps: share of the samples' <code>a op b = c</code> steps whose own "
+        "<p class='note'>answer_only: share of samples that answer without a single step (a student that "
+        "learned to copy answers). miscalculated_steps: share of the samples' <code>a op b = c</code> steps whose own "
         "arithmetic is wrong (a diagnostic of arithmetic skill, blank when no step parses). token_entropy: mean "
         "-log p of the sampled tokens, an estimate of the policy's token entropy (exact in expectation at "
         "temperature 1, top-p 1).</p>",

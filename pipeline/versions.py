@@ -17,7 +17,7 @@ STAGE_VERSIONS = {
     "distill_student": 4,
     "train_grpo": 3,
     "analyse_advantages": 1,
-    "evaluate": 3,
+    "evaluate": 4,
     "check_premise": 2,
-    "report": 2,
+    "report": 3,
 }

@@ -8,7 +8,14 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pipeline.metrics import bootstrap_ci, majority_correct, miscalculated_step_rate, pass_at_k, problem_metrics
+from pipeline.metrics import (
+    answer_only_rate,
+    bootstrap_ci,
+    majority_correct,
+    miscalculated_step_rate,
+    pass_at_k,
+    problem_metrics,
+)
 from pipeline.tasks.verify import normalize_answer
 from tests.test_evaluate import HAND
 
@@ -75,3 +82,14 @@ def test_miscalculated_step_rate_checks_each_steps_own_arithmetic():
     ]
     assert miscalculated_step_rate(texts) == pytest.approx(1 / 4)
     assert miscalculated_step_rate(["<answer> 4 </answer>"]) is None
+
+
+def test_answer_only_rate_counts_answers_without_a_step():
+    texts = [
+        "<answer> 4 </answer>",  # answer only
+        "<step_1> 2 + 2 = 4 </step_1>\n<answer> 4 </answer>",
+        "I think it is four",  # no answer: not counted as answer-only
+        "\\boxed{4}",  # a boxed answer without steps
+    ]
+    assert answer_only_rate(texts) == 0.5
+    assert answer_only_rate([]) is None
