@@ -7,6 +7,7 @@ import pytest
 
 from pipeline.artifacts import EVAL_SAMPLES_SCHEMA, TRAIN_LOG_SCHEMA
 from pipeline.report import (
+    arm_colors,
     beats_base,
     checkpoint_table,
     comparison_pairs,
@@ -217,3 +218,11 @@ def test_critic_qa_rates_leave_out_reward_only_rows():
     assert shared["leak_rate"] == 0.5 and shared["rewrite_correct"] == 0.5  # leaks among the 2 usable rewrites
     assert shared["mean_alignment"] == 0.75
     assert grpo["traces"] == 2 and grpo["reviewed"] == 0 and grpo["parse_errors"] == 0
+
+
+def test_arm_colours_are_distinct_and_stable():
+    variants = ["critique_skip_correct", "critique_through_error", "critique_first_error"]
+    colors = arm_colors(["grpo", "critique", *variants])
+    assert len({colors[a] for a in ["grpo", "critique", *variants]}) == 5
+    assert colors == arm_colors(list(reversed(["grpo", "critique", *variants])))
+    assert colors["grpo"] == arm_colors(["grpo"])["grpo"]
