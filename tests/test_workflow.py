@@ -275,13 +275,9 @@ def test_rule_all_names_the_report_and_every_checkpoint(tmp_path):
     edited.write_text(yaml.safe_dump(config))
     plan = snakemake(tmp_path, "--configfile", str(edited), "-n").stdout
     targets = re.search(r"\n(?:local)?rule all:\n    input: (.*)\n", plan).group(1).split(", ")
-    students = [
-        f"results/seed_{seed}/students/{arm}/round_{r}"
-        for seed in (0, 1)
-        for arm in ("reference", "critique", "grpo")
-        for r in (1, 2)
-    ]
-    assert sorted(targets) == sorted(["results/report.html", *students])
+    arms = ["reference", "critique", "grpo", *(variant["name"] for variant in config["experiment"]["variants"])]
+    students = [f"results/seed_{seed}/students/{arm}/round_{r}" for seed in (0, 1) for arm in arms for r in (1, 2)]
+    assert len(arms) == 6 and sorted(targets) == sorted(["results/report.html", *students])
 
 
 def test_default_profile_applies_by_itself(tmp_path):
