@@ -22,6 +22,9 @@ def setup_logging(log_path: str | Path | None = None, *, level: int = logging.IN
         # mode "a": a handler closed by someone else's dictConfig reopens instead of dropping records
         handlers.append(logging.FileHandler(log_path, mode="a"))
     logging.basicConfig(level=level, format=FORMAT, handlers=handlers, force=True)
+    # The job's first timestamp: what precedes it is process start-up (imports), for
+    # workflow/benchmarks/wall_time_split.py.
+    logging.getLogger(__name__).info("job started, logging to %s", log_path or "stderr")
 
 
 def exit_cleanly() -> None:

@@ -41,6 +41,7 @@ def load_student(model_dir: Path, lora: LoraSettings | None) -> tuple[Any, Any, 
     from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    start = time.perf_counter()
     base_dir, adapter_dir = resolve_checkpoint(model_dir)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=training_dtype()).to(device)
@@ -57,6 +58,7 @@ def load_student(model_dir: Path, lora: LoraSettings | None) -> tuple[Any, Any, 
         )
         model = get_peft_model(model, config)
     model.train()
+    log.info("student model: %s loaded in %.1fs on %s", model_dir, time.perf_counter() - start, device)
     return model, tokenizer, base_dir
 
 
