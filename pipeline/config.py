@@ -380,6 +380,9 @@ class DistillConfig:
     # one and the teacher is surer of it than the student is of its own token.
     token_filter: Literal["none", "teacher_disagrees"] = "none"
     teacher_temperature: float = 1.0  # < 1 sharpens the stored teacher distribution before the loss
+    # The format's tags (<step_k>, <answer>, ...) carry no loss: there a teacher that has seen the
+    # answer pulls the student toward answering without steps (README "What happened").
+    mask_format_tokens: bool = False
     lora: LoraSettings | None = LoraSettings()  # None: full fine-tuning (the tiny model)
     optim: OptimConfig = OptimConfig()
 

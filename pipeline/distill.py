@@ -8,9 +8,10 @@ so each token's loss is weighted by the truncated importance ratio current / gen
 
 Which tokens carry loss follows the feedback (:func:`loss_mask`): every token (the paper's), up to
 and including the critic's first wrong step, or that step alone; traces with the right answer can
-be skipped; and a guard keeps only tokens where the teacher is surer of another token than the
-student is of its own. The loss is the mean over the tokens that carry it. Every step logs the
-student's and the teacher's mean token entropy, so a flattening student shows as it happens.
+be skipped; the format's tags can be left out; and a guard keeps only tokens where the teacher is
+surer of another token than the student is of its own. The loss is the mean over the tokens that
+carry it. Every step logs the student's and the teacher's mean token entropy, so a flattening
+student shows as it happens.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import torch
 from pipeline.artifacts import TRACES_SCHEMA, read_artifact
 from pipeline.config import DistillConfig
 from pipeline.losses import clipped_importance_weight, divergence, entropy, sharpen, supported_logprobs
+from pipeline.tasks.token_spans import format_tokens, token_char_spans
 from pipeline.training import (
     StepStats,
     completion_logits,
@@ -68,13 +70,16 @@ def teacher_disagrees(
 def loss_mask(row: Mapping[str, Any], cfg: DistillConfig) -> list[bool]:
     """The tokens of one joined teacher/trace row that carry loss.
 
-    ``row`` holds ``token_categories``, ``is_correct``, and for the ``teacher_disagrees`` guard the
-    stored ``topk_ids``/``topk_logprobs``, ``completion_token_ids`` and ``completion_logprobs``.
+    ``row`` holds ``token_categories``, ``is_correct``, for ``mask_format_tokens`` the
+    ``format_tokens`` flags, and for the ``teacher_disagrees`` guard the stored
+    ``topk_ids``/``topk_logprobs``, ``completion_token_ids`` and ``completion_logprobs``.
     """
     categories = row["token_categories"]
     if cfg.skip_correct and row["is_correct"]:
         return [False] * len(categories)
     mask = token_mask(categories, cfg.token_mask)
+    if cfg.mask_format_tokens:
+        mask = [m and not f for m, f in zip(mask, row["format_tokens"])]
     if cfg.token_filter == "teacher_disagrees":
         guard = teacher_disagrees(
             np.asarray(row["topk_ids"]), np.asarray(row["topk_logprobs"]),
@@ -121,12 +126,21 @@ def distill_loss(
     return per_token, stats
 
 
-def training_rows(teacher: pl.DataFrame, traces: pl.DataFrame, cfg: DistillConfig) -> pl.DataFrame:
+def training_rows(
+    teacher: pl.DataFrame, traces: pl.DataFrame, cfg: DistillConfig, tokenizer: Any = None
+) -> pl.DataFrame:
     """Teacher rows joined with the no-context prompt and generation-time log-probs, with each
-    row's ``loss_mask``; rows with no token carrying loss are dropped."""
-    rows = teacher.join(
-        traces.select("trace_id", "prompt_token_ids", "completion_logprobs"), on="trace_id", how="inner"
-    ).filter(pl.col("completion_token_ids").list.len() > 0)
+    row's ``loss_mask``; rows with no token carrying loss are dropped. ``mask_format_tokens`` needs
+    the ``tokenizer`` (to find each token's characters in the completion)."""
+    columns = ["trace_id", "prompt_token_ids", "completion_logprobs"] + ["completion_text"] * cfg.mask_format_tokens
+    rows = teacher.join(traces.select(columns), on="trace_id", how="inner")
+    rows = rows.filter(pl.col("completion_token_ids").list.len() > 0)
+    if cfg.mask_format_tokens:
+        flags = [
+            format_tokens(token_char_spans(ids, text, tokenizer), text)
+            for ids, text in zip(rows["completion_token_ids"].to_list(), rows["completion_text"].to_list())
+        ]
+        rows = rows.with_columns(format_tokens=pl.Series(flags, dtype=pl.List(pl.Boolean)))
     masks = [loss_mask(row, cfg) for row in rows.iter_rows(named=True)]
     rows = rows.with_columns(loss_mask=pl.Series(masks, dtype=pl.List(pl.Boolean)))
     return rows.filter(pl.col("loss_mask").list.any())
@@ -168,14 +182,15 @@ def distill_student(
 ) -> dict[str, Any]:
     """Train round r's ``student`` toward the stored teacher; save round r+1's checkpoint and log."""
     teacher = pl.read_parquet(teacher_logprobs)
-    rows = training_rows(teacher, read_artifact(traces, schema=TRACES_SCHEMA, artifact="traces"), cfg)
+    model, tokenizer, base_dir = load_student(student, cfg.lora)
+    rows = training_rows(teacher, read_artifact(traces, schema=TRACES_SCHEMA, artifact="traces"), cfg, tokenizer)
     if rows.height == 0:
         log.warning(
-            "%s: no trace has a token that carries loss (token_mask %r, skip_correct %s, token_filter %r) among %d "
-            "traces: the student is saved unchanged",
-            teacher_logprobs, cfg.token_mask, cfg.skip_correct, cfg.token_filter, teacher.height,
+            "%s: no trace has a token that carries loss (token_mask %r, skip_correct %s, token_filter %r, "
+            "mask_format_tokens %s) among %d traces: the student is saved unchanged",
+            teacher_logprobs, cfg.token_mask, cfg.skip_correct, cfg.token_filter, cfg.mask_format_tokens,
+            teacher.height,
         )  # fmt: skip
-    model, tokenizer, base_dir = load_student(student, cfg.lora)
     train_log = train_distill(model, rows, cfg)
     stats = {
         "steps": train_log.height,

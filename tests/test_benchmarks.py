@@ -41,7 +41,9 @@ def test_wall_time_split_attributes_each_part_of_a_job(tmp_path):
         "2026-11-29 18:01:50,000 INFO pipeline.logs: job started\n2026-11-29 18:02:13,000 INFO pipeline.training: step 1\n"
     )
     script = ROOT / "workflow" / "benchmarks" / "wall_time_split.py"
-    out = subprocess.run([sys.executable, str(script), "--run", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, str(script), "--run", str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     # evaluate: 100 s = 10 s imports + 20 s engine + 68 s compute + 2 s teardown
     assert "| evaluate | 1 | 10 s | 20 s | 68 s | 2 s | 100 s |" in out.stdout

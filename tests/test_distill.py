@@ -177,3 +177,44 @@ def test_masked_training_counts_only_masked_tokens_and_logs_entropy(tiny_model_d
 def test_rows_without_a_loss_token_are_dropped(tiny_model_dir):
     rows = stored_teacher(tiny_model_dir, n=4, cfg=DistillConfig(skip_correct=True))
     assert rows["is_correct"].to_list() == [False, False]
+
+
+def test_mask_format_tokens_leaves_the_tags_out_of_the_loss():
+    row = {"token_categories": ["pre_error", "pre_error", "first_wrong", "answer"], "is_correct": False,
+           "format_tokens": [True, False, False, True]}  # fmt: skip
+    assert loss_mask(row, DistillConfig(mask_format_tokens=True)) == [False, True, True, False]
+    assert loss_mask(row, DistillConfig(mask_format_tokens=True, token_mask="first_error")) == [
+        False,
+        False,
+        True,
+        False,
+    ]
+    assert loss_mask(row, DistillConfig()) == [True] * 4
+
+
+def test_training_rows_find_the_format_tokens_with_the_tokenizer(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    text = "<step_1> 2 + 3 = 5 </step_1>\n<answer> 5 </answer>"
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    teacher = pl.DataFrame(
+        {
+            "trace_id": ["t"],
+            "completion_token_ids": [ids],
+            "token_categories": [["pre_error"] * len(ids)],
+            "is_correct": [False],
+        }  # fmt: skip
+    )
+    traces = pl.DataFrame(
+        {
+            "trace_id": ["t"],
+            "prompt_token_ids": [[1, 2]],
+            "completion_logprobs": [[-0.1] * len(ids)],
+            "completion_text": [text],
+        }  # fmt: skip
+    )
+    rows = training_rows(teacher, traces, DistillConfig(mask_format_tokens=True), tokenizer)
+    kept = "".join(tokenizer.decode([i]) for i, m in zip(ids, rows["loss_mask"][0]) if m)
+    assert "step" not in kept and "answer" not in kept and "<" not in kept
+    assert "2 + 3 = 5" in kept.replace("  ", " ")

@@ -3,15 +3,20 @@
 :func:`token_char_spans` maps token ids to character spans of the decoded completion;
 :func:`categorise_tokens` puts each token in one category relative to the critic's first wrong step:
 ``pre_error``, ``first_wrong``, ``after_error`` or ``answer``. The advantage analysis, the premise
-check and the distillation masks all read these categories.
+check and the distillation masks all read these categories; :func:`format_tokens` marks the tokens
+that write the format's tags.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pipeline.tasks.solver_format import parse_response
+
+# The step format's markup: <step_k>, </step_k>, <answer>, </answer>.
+FORMAT_TAG_RE = re.compile(r"</?step_\d+>|</?answer>")
 
 CATEGORIES = ("pre_error", "first_wrong", "after_error", "answer")
 _INCOMPLETE = "\ufffd"  # what a decoder yields for a partial UTF-8 character
@@ -92,3 +97,10 @@ def categorise_tokens(
         else:
             out.append("pre_error")
     return out
+
+
+def format_tokens(spans: Sequence[tuple[int, int]], text: str) -> list[bool]:
+    """Whether each token (character span in ``text``) overlaps a format tag (``<step_k>``,
+    ``</step_k>``, ``<answer>``, ``</answer>``). An empty span counts as the character at its start."""
+    tags = [(m.start(), m.end()) for m in FORMAT_TAG_RE.finditer(text)]
+    return [any(start < b and max(end, start + 1) > a for a, b in tags) for start, end in spans]

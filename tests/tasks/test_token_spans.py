@@ -4,7 +4,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from pipeline.tasks.solver_format import parse_response
-from pipeline.tasks.token_spans import categorise_tokens, token_char_spans
+from pipeline.tasks.token_spans import categorise_tokens, format_tokens, token_char_spans
 
 WRONG_TEXT = (
     "<step_1> 2 + 3 = 5 </step_1>\n<step_2> 5 * 4 = 21 </step_2>\n<step_3> 21 - 1 = 20 </step_3>\n<answer> 20 </answer>"
@@ -108,3 +108,11 @@ def test_char_spans_fall_back_to_prefix_decoding_and_name_a_mismatch():
     assert token_char_spans([0, 1, 2], "a b c", SentencePieceLike()) == [(0, 1), (1, 3), (3, 5)]
     with pytest.raises(ValueError, match="do not decode to the completion text.*character 2"):
         token_char_spans([0, 1, 2], "a x c", SentencePieceLike())
+
+
+def test_format_tokens_are_the_tokens_that_write_a_tag():
+    pieces = ["<", "step", "_", "1", ">", " 2 + 3 = 5 ", "</", "step_1", ">\n", "<answer", "> 5", " </answer>"]
+    text = "".join(pieces)
+    flags = format_tokens(spans_of(pieces), text)
+    assert flags == [True] * 5 + [False] + [True] * 6  # "> 5" touches the tag: left out with it
+    assert format_tokens(spans_of(["5 + 3", " = 8"]), "5 + 3 = 8") == [False, False]
