@@ -16,7 +16,9 @@ A run resumed after a kill is several Snakemake logs: their walls add up, and a 
 is listed as lost time.
 
     .venv/bin/python workflow/benchmarks/wall_time_split.py            # in the run's folder
-    .venv/bin/python workflow/benchmarks/wall_time_split.py --run /path/to/run
+    .venv/bin/python workflow/benchmarks/wall_time_split.py --run RUN --logs RUN/.snakemake/log/A.snakemake.log
+
+A job whose log a later run rewrote counts whole as model compute (the script says how many).
 """
 
 from __future__ import annotations
@@ -102,14 +104,15 @@ def log_span(path: Path) -> tuple[datetime, datetime, float] | None:
     return (stamps[0], stamps[-1], engine) if stamps else None
 
 
-def split_job(job: Job, run_dir: Path) -> None:
-    """Fill ``job.parts`` (seconds per part) from its log; a job without a timestamped log is all compute."""
+def split_job(job: Job, run_dir: Path) -> bool:
+    """Fill ``job.parts`` (seconds per part) from its log; False when the job has no log of its own
+    (none, or one a later run rewrote): then it is all compute."""
     assert job.end is not None
     wall = (job.end - job.start).total_seconds()
     span = log_span(run_dir / job.log) if job.log else None
-    if span is None:
+    if span is None or span[0] > job.end or span[1] < job.start:
         job.parts = {"model compute": wall}
-        return
+        return False
     first, last, engine = span
     startup = max((first - job.start).total_seconds(), 0.0)
     teardown = max((job.end - last).total_seconds(), 0.0)
@@ -119,6 +122,7 @@ def split_job(job: Job, run_dir: Path) -> None:
         "model compute": max(wall - startup - teardown - engine, 0.0),
         "teardown": teardown,
     }
+    return True
 
 
 def busy_seconds(jobs: list[Job]) -> float:
@@ -142,18 +146,22 @@ def minutes(seconds: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, default=Path("."), help="the run's folder (holds .snakemake/ and logs/)")
+    parser.add_argument(
+        "--logs", type=Path, nargs="+", help="the Snakemake logs of the run (default: every one under .snakemake/log)"
+    )
     args = parser.parse_args()
-    logs = sorted((args.run / ".snakemake" / "log").glob("*.snakemake.log"))
+    logs = args.logs or sorted((args.run / ".snakemake" / "log").glob("*.snakemake.log"))
     runs = [run for run in map(parse_snakemake_log, logs) if run is not None and run.jobs]
     if not runs:
         raise SystemExit(f"no Snakemake run with jobs under {args.run / '.snakemake' / 'log'}")
     per_rule: dict[str, dict[str, float]] = defaultdict(lambda: dict.fromkeys(PARTS, 0.0))
     counts: dict[str, int] = defaultdict(int)
     wall = overhead = lost = 0.0
+    without_log = 0
     for run, resumed_at in zip(runs, [later.start for later in runs[1:]] + [None]):
         finished = [job for job in run.jobs if job.end is not None]
         for job in finished:
-            split_job(job, args.run)
+            without_log += not split_job(job, args.run)
             counts[job.rule] += 1
             for part, seconds in job.parts.items():
                 per_rule[job.rule][part] += seconds
@@ -184,6 +192,8 @@ def main() -> None:
     for part in PARTS:
         print(f"{part}: {minutes(totals[part])} ({totals[part] / wall:.1%} of wall)")
     print(f"Snakemake overhead (wall outside every job): {minutes(overhead)} ({overhead / wall:.1%} of wall)")
+    if without_log:
+        print(f"note: {without_log} job(s) without a log of their own (none, or rewritten by a later run): all compute")
     if lost:
         print(f"lost to the kill (unfinished jobs, rerun after resuming): {minutes(lost)}")
 
