@@ -27,6 +27,7 @@ import torch
 from pipeline.artifacts import TRACES_SCHEMA, read_artifact
 from pipeline.config import DistillConfig
 from pipeline.losses import clipped_importance_weight, divergence, entropy, sharpen, supported_logprobs
+from pipeline.memory import check_memory, training_memory
 from pipeline.training import (
     StepStats,
     completion_logits,
@@ -175,6 +176,7 @@ def distill_student(
             "traces: the student is saved unchanged",
             teacher_logprobs, cfg.token_mask, cfg.skip_correct, cfg.token_filter, teacher.height,
         )  # fmt: skip
+    check_memory(training_memory("distill_student", rows, student, cfg.optim, cfg.lora))
     model, tokenizer, base_dir = load_student(student, cfg.lora)
     train_log = train_distill(model, rows, cfg)
     stats = {
