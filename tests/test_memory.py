@@ -43,10 +43,10 @@ QWEN = ModelSize(
 # machine, and each job's longest prompt + completion and longest completion (its round-0 traces).
 MEASURED_MIB = {
     "traces.engine": [6368, 6378],
-    "evaluate.engine": [6778, 6566, 6383, 6654],
+    "evaluate.engine": [6778, 6566, 6383, 6654, 6644, 6764, 6569],
     "teacher.engine": [3908, 4715, 3898, 5013],
     "premise.engine": [6747],
-    "distill_student": [8082, 8440, 8350, 8938],
+    "distill_student": [8082, 8440, 8350, 8938, 8636],
     "train_grpo": [15343],
 }
 LENGTHS = {"distill_student": (373, 128), "train_grpo": (357, 128)}
