@@ -258,39 +258,57 @@ def leftovers(workdir: Path) -> list[Path]:
 @dataclasses.dataclass
 class Kill:
     target: str  # the rule whose job was killed, or the output whose appearance triggered the kill
-    delay_s: float  # after the trigger
+    delay_s: float  # from the trigger to the kill
     inside: bool  # the job had not finished: one of its outputs was missing after the kill
+
+
+def triggers(workdir: Path, pending: dict[str, float], since: float) -> dict[str, Path]:
+    """The pending triggers met since ``since``: a new log of a pending rule (by rule), or the BETWEEN_JOBS output."""
+    met = (
+        {BETWEEN_JOBS: workdir / BETWEEN_JOBS}
+        if BETWEEN_JOBS in pending and written_since(workdir / BETWEEN_JOBS, since)
+        else {}
+    )
+    for log in sorted((workdir / "logs").rglob("*.log")):
+        rule = log.relative_to(workdir / "logs").parts[0]
+        if rule in pending and rule not in met and written_since(log, since):
+            met[rule] = log
+    return met
+
+
+def finished(log: Path) -> bool:
+    """Whether the job that writes ``log`` is done: its last line, the disk its outputs take, is there."""
+    return DISK_USE_LINE.split(":")[0] in log.read_text()
 
 
 def run_until_kill(workdir: Path, config: Path, pending: dict[str, float], rng: random.Random) -> Kill | None:
     """The README's plain run, SIGKILLed (whole process group) at the first pending trigger; None if it finished.
 
-    ``pending`` maps a rule to the span of its work: its trigger is a new log, then a seeded delay
-    within that span; the BETWEEN_JOBS trigger is that output's appearance.
+    ``pending`` maps a rule to the span of its work: its trigger is a new log of one of its jobs,
+    then a seeded delay within that span, cut short when the job ends or another trigger is met (so
+    that no pending stage runs to completion unkilled); the BETWEEN_JOBS trigger is that output's
+    appearance, with no delay.
     """
     started = time.time()
     command = on_run(recovery_commands()[-1], workdir, config)
     proc = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    while proc.poll() is None:
-        kill = None
-        if BETWEEN_JOBS in pending and written_since(workdir / BETWEEN_JOBS, started):
-            kill = Kill(BETWEEN_JOBS, 0.0, inside=True)
-        for log in (workdir / "logs").rglob("*.log"):
-            rule = log.relative_to(workdir / "logs").parts[0]
-            if kill is None and rule in pending and written_since(log, started):
-                kill = Kill(rule, rng.uniform(0, pending[rule]), inside=False)
-                kill_log = log
-        if kill is None:
-            time.sleep(0.02)
-            continue
-        time.sleep(kill.delay_s)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        if kill.target != BETWEEN_JOBS:
-            kill.inside = DISK_USE_LINE.split(":")[0] not in kill_log.read_text()  # its last line is missing
-        return kill
-    assert proc.returncode == 0, f"the run failed: {command}"
-    return None
+    while proc.poll() is None and not (met := triggers(workdir, pending, started)):
+        time.sleep(0.02)
+    if proc.poll() is not None:
+        assert proc.returncode == 0, f"the run failed: {command}"
+        return None
+    target, path = next(iter(met.items()))
+    delay = 0.0 if target == BETWEEN_JOBS else rng.uniform(0, pending[target])
+    triggered = time.time()
+    while (
+        time.time() < triggered + delay
+        and not finished(path)
+        and triggers(workdir, pending, started).keys() == met.keys()
+    ):
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return Kill(target, time.time() - triggered, inside=target == BETWEEN_JOBS or not finished(path))
 
 
 @pytest.mark.slow
