@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import psutil
 import pytest
 import torch
 import yaml
@@ -196,7 +197,7 @@ def is_hidden(path: Path, root: Path) -> bool:
 
 
 def artifacts(workdir: Path) -> list[Path]:
-    """Every visible file and checkpoint of a run (a student link counts as one checkpoint)."""
+    """Every visible file, model folder and checkpoint of a run (a student link counts as one checkpoint)."""
     results = workdir / "results"
     students = {p for p in results.glob("seed_*/students/*/round_*")}
     files = [
@@ -204,14 +205,23 @@ def artifacts(workdir: Path) -> list[Path]:
         for p in results.rglob("*")
         if p.is_file() and not is_hidden(p, results) and not any(s in p.parents for s in students)
     ]
-    return sorted(files + list(students))
+    models = [p for p in (workdir / "resources" / "models").glob("*") if not p.name.startswith(".")]
+    return sorted(files + list(students) + models)
+
+
+def is_model(path: Path) -> bool:
+    return path.is_dir() and (path / "config.json").is_file()
 
 
 def assert_nothing_half_written(workdir: Path) -> None:
     """Every visible artifact reads in full; every checkpoint is complete or absent."""
     for path in artifacts(workdir):
-        if path.name.startswith("round_") and "students" in path.parts:
+        if path.is_symlink():
             assert_complete(path)
+        elif path.parent.name == "models":
+            assert (path / "model.safetensors").is_file() and read_provenance(path)["weights_sha256"] == weights_hash(
+                path
+            )
         elif path.suffix == ".parquet":
             pl.read_parquet(path)
         elif path.suffix == ".json":
@@ -228,7 +238,7 @@ def without_wall_clock(value: Any) -> Any:
 
 def assert_same_content(path: Path, expected: Path) -> None:
     """Same content: Parquet frames, JSON values (wall-clock fields aside), checkpoint tensors, other bytes."""
-    if path.is_symlink():  # a checkpoint: every tensor, then the config
+    if is_model(path):  # a model folder or checkpoint: every tensor, then the config
         ours, theirs = load_file(path / "model.safetensors"), load_file(expected / "model.safetensors")
         assert ours.keys() == theirs.keys(), path
         assert all(torch.equal(ours[name], theirs[name]) for name in ours), path
@@ -308,7 +318,25 @@ def run_until_kill(workdir: Path, config: Path, pending: dict[str, float], rng: 
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    assert not group_alive(proc.pid), "a process of the killed run is still running"
     return Kill(target, time.time() - triggered, inside=target == BETWEEN_JOBS or not finished(path))
+
+
+def group_alive(pgid: int, wait_s: float = 10.0) -> bool:
+    """Whether a process of the group ``pgid`` still runs ``wait_s`` seconds after it was killed (zombies aside)."""
+    deadline = time.time() + wait_s
+    while time.time() < deadline:
+        running = []
+        for process in psutil.process_iter():
+            try:
+                if os.getpgid(process.pid) == pgid and process.status() != psutil.STATUS_ZOMBIE:
+                    running.append(process)
+            except (ProcessLookupError, psutil.NoSuchProcess):
+                pass
+        if not running:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 @pytest.mark.slow
