@@ -29,7 +29,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from pipeline.artifacts import VERSION_PREFIX, read_provenance, weights_hash
+from pipeline.artifacts import PROVENANCE_FILE, VERSION_PREFIX, read_provenance, weights_hash
 from pipeline.engines.checkpoint import resolve_checkpoint
 from pipeline.logs import DISK_USE_LINE
 from pipeline.training import load_student
@@ -218,10 +218,9 @@ def assert_nothing_half_written(workdir: Path) -> None:
     for path in artifacts(workdir):
         if path.is_symlink():
             assert_complete(path)
-        elif path.parent.name == "models":
-            assert (path / "model.safetensors").is_file() and read_provenance(path)["weights_sha256"] == weights_hash(
-                path
-            )
+        elif path.parent.name == "models":  # renamed into place complete, with its provenance
+            assert (path / "model.safetensors").is_file() and (path / PROVENANCE_FILE).is_file()
+            assert read_provenance(path)["weights_sha256"] == weights_hash(path)
         elif path.suffix == ".parquet":
             pl.read_parquet(path)
         elif path.suffix == ".json":
@@ -269,7 +268,7 @@ def leftovers(workdir: Path) -> list[Path]:
 class Kill:
     target: str  # the rule whose job was killed, or the output whose appearance triggered the kill
     delay_s: float  # from the trigger to the kill
-    inside: bool  # the job had not finished: one of its outputs was missing after the kill
+    inside: bool  # the job had not finished: its log lacked its last line after the kill
 
 
 def triggers(workdir: Path, pending: dict[str, float], since: float) -> dict[str, Path]:
