@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import io
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,7 +19,15 @@ from typing import Any
 
 import polars as pl
 
-from pipeline.artifacts import CRITIQUES_SCHEMA, TRACES_SCHEMA, model_label, read_artifact, write_artifact
+from pipeline.artifacts import (
+    CRITIQUES_SCHEMA,
+    TRACES_SCHEMA,
+    model_label,
+    read_artifact,
+    write_artifact,
+    write_bytes_atomic,
+    write_text_atomic,
+)
 from pipeline.config import AdvantagesConfig
 from pipeline.tasks.token_spans import CATEGORIES, categorise_tokens, token_char_spans
 
@@ -328,9 +337,10 @@ def render_png(
     ax.add_collection(PatchCollection(outlines, facecolors="none", edgecolors="black", linewidths=0.9, zorder=1))
     ax.set_xlim(-1, n_cols)
     ax.set_ylim(n_lines, 0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, facecolor="white")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, facecolor="white")
     plt.close(fig)
+    write_bytes_atomic(buffer.getvalue(), path)
 
 
 def _read_teacher(path: Path, kind: str) -> pl.DataFrame:
@@ -387,8 +397,7 @@ def analyse_advantages(
     tokens = token_advantages(label_traces(trace_frame, critique_frame, AutoTokenizer.from_pretrained(model)), teacher)
     aggregates = aggregate(tokens)
     chosen = figure_trace_ids(tokens, cfg.figure_traces)
-    figure_html.parent.mkdir(parents=True, exist_ok=True)
-    figure_html.write_text(render_html(tokens, chosen, kinds=kinds, color_limit=cfg.color_limit), encoding="utf-8")
+    write_text_atomic(render_html(tokens, chosen, kinds=kinds, color_limit=cfg.color_limit), figure_html)
     render_png(tokens, chosen, figure_png, kinds=kinds, color_limit=cfg.color_limit)
 
     scored = len(set().union(*(set(frame["trace_id"].to_list()) for frame in teacher.values())))

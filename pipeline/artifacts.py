@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -305,23 +306,48 @@ def write_artifact(
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    remove_temporaries(path)
     return path
 
 
-def write_text_atomic(text: str, path: str | os.PathLike[str]) -> Path:
-    """Write ``text`` to ``path`` atomically (a temporary file in the same folder, then a rename)."""
+def write_bytes_atomic(data: bytes, path: str | os.PathLike[str]) -> Path:
+    """Write ``data`` to ``path`` atomically (a temporary file in the same folder, then a rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    remove_temporaries(path)
     return path
+
+
+def write_text_atomic(text: str, path: str | os.PathLike[str]) -> Path:
+    """Write ``text`` to ``path`` atomically (a temporary file in the same folder, then a rename)."""
+    return write_bytes_atomic(text.encode(), path)
+
+
+def staging_prefix(path: str | os.PathLike[str]) -> str:
+    """The name prefix of the folders a model folder ``path`` is built in before it is renamed into place."""
+    return f".{Path(path).name}.staging-"
+
+
+def remove_temporaries(path: Path) -> None:
+    """Delete what killed writes of ``path`` left beside it: ``.<name>.<random>.tmp`` files and staging folders.
+
+    Called once ``path`` is complete; only its own writes make such names, and never two at once.
+    """
+    temporary = re.compile(rf"\.{re.escape(path.name)}\.[A-Za-z0-9_]{{8}}\.tmp")
+    for sibling in path.parent.iterdir():
+        if sibling.name.startswith(staging_prefix(path)) and sibling.is_dir() and not sibling.is_symlink():
+            shutil.rmtree(sibling)
+        elif temporary.fullmatch(sibling.name) and not sibling.is_dir():
+            sibling.unlink()
 
 
 # Versions of a folder written by versioned_dir are its hidden siblings with this prefix.

@@ -367,7 +367,7 @@ def query_critic(
         assert critic_model is not None and cfg.llm is not None
         model_name = critic_model.name
         prompts, think_opened = critic_prompts(joined, AutoTokenizer.from_pretrained(critic_model), cfg.llm)
-        engine = engine_from_config(cfg.llm.engine, critic_model, seed=0)
+        engine = engine_from_config(cfg.llm.engine, critic_model, seed=0, where="critic.llm.engine")
         try:
             start = time.perf_counter()
             completions = engine.generate(prompts, SamplingConfig(n=1, temperature=0.0, max_tokens=cfg.llm.max_tokens))

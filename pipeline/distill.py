@@ -28,11 +28,13 @@ import torch
 from pipeline.artifacts import TRACES_SCHEMA, read_artifact
 from pipeline.config import DistillConfig
 from pipeline.losses import clipped_importance_weight, divergence, entropy, sharpen, supported_logprobs
+from pipeline.memory import check_memory, training_memory
 from pipeline.tasks.token_spans import format_tokens, token_char_spans
 from pipeline.training import (
     StepStats,
     completion_logits,
     load_student,
+    load_tokenizer,
     mean_tokens_per_s,
     train_loop,
     write_training_outputs,
@@ -182,7 +184,8 @@ def distill_student(
 ) -> dict[str, Any]:
     """Train round r's ``student`` toward the stored teacher; save round r+1's checkpoint and log."""
     teacher = pl.read_parquet(teacher_logprobs)
-    model, tokenizer, base_dir = load_student(student, cfg.lora)
+    # mask_format_tokens finds each token's characters with the student's tokenizer
+    tokenizer = load_tokenizer(student) if cfg.mask_format_tokens else None
     rows = training_rows(teacher, read_artifact(traces, schema=TRACES_SCHEMA, artifact="traces"), cfg, tokenizer)
     if rows.height == 0:
         log.warning(
@@ -191,6 +194,8 @@ def distill_student(
             teacher_logprobs, cfg.token_mask, cfg.skip_correct, cfg.token_filter, cfg.mask_format_tokens,
             teacher.height,
         )  # fmt: skip
+    check_memory(training_memory("distill_student", rows, student, cfg.optim, cfg.lora))
+    model, tokenizer, base_dir = load_student(student, cfg.lora)
     train_log = train_distill(model, rows, cfg)
     stats = {
         "steps": train_log.height,

@@ -132,7 +132,7 @@ def evaluate(
         n=cfg.samples_per_problem, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens
     )
     completions, startup_s, seconds = sample_model(
-        cfg.engine, model, prompts["prompt_token_ids"].to_list(), sampling, seed=cfg.seed
+        cfg.engine, model, prompts["prompt_token_ids"].to_list(), sampling, seed=cfg.seed, where="evaluate.engine"
     )
     samples = samples_frame(eval_set, completions, condition=condition, round_index=round_index, seed=run_seed)
     label = model_label(model)

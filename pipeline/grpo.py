@@ -20,6 +20,7 @@ import torch
 from pipeline.artifacts import CRITIQUES_SCHEMA, TRACES_SCHEMA, read_artifact
 from pipeline.config import GrpoConfig
 from pipeline.losses import clipped_policy_loss, entropy, group_advantages, k3_kl
+from pipeline.memory import check_memory, training_memory
 from pipeline.training import (
     StepStats,
     completion_logits,
@@ -100,9 +101,11 @@ def train_grpo(
         read_artifact(critiques, schema=CRITIQUES_SCHEMA, artifact="critiques"),
         cfg,
     )
+    reference_copy = cfg.kl_coef > 0 and cfg.lora is None
+    check_memory(training_memory("train_grpo", rows, student, cfg.optim, cfg.lora, reference=reference_copy))
     model, tokenizer, base_dir = load_student(student, cfg.lora)
     reference = None
-    if cfg.kl_coef > 0 and cfg.lora is None:
+    if reference_copy:
         from transformers import AutoModelForCausalLM
 
         reference = AutoModelForCausalLM.from_pretrained(initial).to(next(model.parameters()).device).eval()

@@ -5,9 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# The last line of every job's log: the disk its outputs take (workflow/benchmarks/job_resources.py reads it).
+DISK_USE_LINE = "outputs on disk: {total} bytes"
+
+log = logging.getLogger(__name__)
 
 
 def setup_logging(log_path: str | Path | None = None, *, level: int = logging.INFO) -> None:
@@ -37,3 +42,19 @@ def exit_cleanly() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+def disk_use(path: str | Path) -> int:
+    """Bytes ``path`` takes on disk (allocated blocks); a folder, or a link to one, counts every file under it."""
+    path = Path(path).resolve()
+    if not path.is_dir():
+        return path.stat().st_blocks * 512
+    return sum(p.stat().st_blocks * 512 for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def log_disk_use(outputs: Iterable[str | Path]) -> int:
+    """Log the disk the job's outputs take, in total and per output; return the total."""
+    sizes = {str(path): disk_use(path) for path in outputs}
+    total = sum(sizes.values())
+    log.info(DISK_USE_LINE.format(total=total) + " (%s)", ", ".join(f"{p}: {n}" for p, n in sizes.items()))
+    return total

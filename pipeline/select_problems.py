@@ -199,8 +199,10 @@ def _read_candidates(train: Path, eval: Path) -> pl.DataFrame:
     )
 
 
-def _generate(engine_cfg: Any, model: Path, prompts: list[list[int]], sampling: SamplingConfig, seed: int):
-    engine = engine_from_config(engine_cfg, model, seed=seed)
+def _generate(
+    engine_cfg: Any, model: Path, prompts: list[list[int]], sampling: SamplingConfig, seed: int, *, where: str
+):
+    engine = engine_from_config(engine_cfg, model, seed=seed, where=where)
     try:
         start = time.perf_counter()
         completions = engine.generate(prompts, sampling)
@@ -221,7 +223,12 @@ def sample_solver(
         n=cfg.samples_per_problem, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens
     )
     completions, startup, seconds = _generate(
-        cfg.engine, model, prompts["prompt_token_ids"].to_list(), sampling, cfg.seed
+        cfg.engine,
+        model,
+        prompts["prompt_token_ids"].to_list(),
+        sampling,
+        cfg.seed,
+        where="select_problems.solver.engine",
     )
     samples = solver_samples_frame(problems, completions)
     tokens = int(samples["num_tokens"].sum())
@@ -266,7 +273,9 @@ def sample_critic(*, train: Path, eval: Path, model: Path, out: Path, cfg: Criti
     problems = _read_candidates(train, eval)
     prompts, opened = critic_prompts(problems, AutoTokenizer.from_pretrained(model), cfg)
     sampling = SamplingConfig(n=1, temperature=0.0, max_tokens=cfg.max_tokens)
-    completions, startup, seconds = _generate(cfg.engine, model, prompts, sampling, 0)
+    completions, startup, seconds = _generate(
+        cfg.engine, model, prompts, sampling, 0, where="select_problems.critic.engine"
+    )
     answers = critic_answers_frame(problems, [c[0] for c in completions], think_opened=opened)
     tokens = int(answers["num_tokens"].sum())
     stats = {

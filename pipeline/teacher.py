@@ -184,7 +184,7 @@ def precompute_teacher_logprobs(
         how="left",
     ).join(critique_frame.select("trace_id", "first_wrong_step"), on="trace_id", how="left")
     rows = rows.with_columns(token_categories(rows, AutoTokenizer.from_pretrained(model)))
-    engine = engine_from_config(cfg.engine, model, seed=0, max_logprobs=cfg.top_k)
+    engine = engine_from_config(cfg.engine, model, seed=0, max_logprobs=cfg.top_k, where="teacher.engine")
     try:
         start = time.perf_counter()
         frame, counts = score_rows(engine, rows, cfg)

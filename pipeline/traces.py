@@ -94,7 +94,7 @@ def generate_traces(
     tokenizer = AutoTokenizer.from_pretrained(model)
     prompts = build_prompts(picked, tokenizer, cfg.prompt)
 
-    engine = engine_from_config(cfg.engine, model, seed=cfg.seed + round_index)
+    engine = engine_from_config(cfg.engine, model, seed=cfg.seed + round_index, where="traces.engine")
     try:
         start = time.perf_counter()
         traces = sample_traces(engine, prompts, n=n, cfg=cfg, condition=condition, round_index=round_index)

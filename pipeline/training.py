@@ -32,6 +32,13 @@ def training_dtype() -> torch.dtype:
     return torch.bfloat16 if torch.cuda.is_available() else torch.float32
 
 
+def load_tokenizer(model_dir: Path) -> Any:
+    """The tokenizer saved with a model folder or student checkpoint."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_dir)
+
+
 def load_student(model_dir: Path, lora: LoraSettings | None) -> tuple[Any, Any, Path]:
     """The trainable student and its tokenizer; returns (model, tokenizer, base model folder).
 
@@ -39,13 +46,13 @@ def load_student(model_dir: Path, lora: LoraSettings | None) -> tuple[Any, Any, 
     folder gets a fresh adapter (``lora`` set) or is trained in full (``lora`` None).
     """
     from peft import LoraConfig, PeftModel, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     start = time.perf_counter()
     base_dir, adapter_dir = resolve_checkpoint(model_dir)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=training_dtype()).to(device)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer = load_tokenizer(model_dir)
     if adapter_dir is not None:
         model = PeftModel.from_pretrained(model, adapter_dir, is_trainable=True)
     elif lora is not None:

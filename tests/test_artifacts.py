@@ -100,3 +100,23 @@ def test_versioned_dir_failure_or_kill_keeps_the_previous_version(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [".round_10.version-other", "round_1", path.resolve().name]
     )
+
+
+def test_a_completed_write_removes_what_killed_writes_of_the_same_path_left(tmp_path):
+    from pipeline.artifacts import remove_temporaries, staging_prefix, write_bytes_atomic
+
+    killed = [tmp_path / ".x.parquet.a1b2_c3d.tmp", tmp_path / ".fig.png.zzzzzzzz.tmp"]
+    kept = [tmp_path / ".x.parquet.tmp", tmp_path / ".x.parquet.v2.a1b2_c3d.tmp", tmp_path / "y.parquet"]
+    for path in killed + kept:
+        path.write_bytes(b"half")
+    write_artifact(frame(), tmp_path / "x.parquet", schema=SCHEMA, artifact="toy", stage="s")
+    write_bytes_atomic(b"png", tmp_path / "fig.png")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        p.name for p in [*kept, tmp_path / "x.parquet", tmp_path / "fig.png"]
+    )
+
+    (tmp_path / f"{staging_prefix(tmp_path / 'm')}abc").mkdir()  # a killed model preparation
+    (tmp_path / f"{staging_prefix(tmp_path / 'm2')}abc").mkdir()  # another model's: not this one's
+    (tmp_path / "m").mkdir()
+    remove_temporaries(tmp_path / "m")
+    assert not (tmp_path / ".m.staging-abc").exists() and (tmp_path / ".m2.staging-abc").is_dir()

@@ -287,3 +287,20 @@ def test_default_profile_applies_by_itself(tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"workflow specific profile {ROOT / 'profiles/default'}" in out.stderr
     assert "Unlocked working directory" in out.stdout + out.stderr
+
+
+def test_every_rule_benchmarks_beside_its_log():
+    """Each job's time and peak memory land in benchmarks/<rule>/, at its log's path (job_resources.py joins them)."""
+    jobs = 0
+    for rules in sorted((ROOT / "workflow" / "rules").glob("*.smk")):
+        for block in re.split(r"\n(?=rule )", rules.read_text()):
+            name = re.match(r"rule (\w+):", block)
+            if name is None or "script:" not in block:
+                continue
+            log = re.search(r'\n    log:\n        "([^"]+)"', block)
+            benchmark = re.search(r'\n    benchmark:\n        "([^"]+)"', block)
+            assert log and benchmark, f"rule {name[1]}: needs a log and a benchmark"
+            assert log[1].startswith(f"logs/{name[1]}/") and log[1].endswith(".log"), log[1]
+            assert benchmark[1] == "benchmarks/" + log[1].removeprefix("logs/").removesuffix(".log") + ".tsv"
+            jobs += 1
+    assert jobs == 15

@@ -40,8 +40,18 @@ def load_engine(name: EngineName, model_path: str | Path, **kwargs: Any) -> Engi
     raise ValueError(f"unknown engine {name!r}; expected 'transformers', 'vllm' or 'server'")
 
 
-def engine_from_config(cfg: EngineConfig, model_path: str | Path, *, seed: int, max_logprobs: int = 20) -> Engine:
-    """Start the engine a stage's ``engine`` config section asks for."""
+def engine_from_config(
+    cfg: EngineConfig, model_path: str | Path, *, seed: int, max_logprobs: int = 20, where: str = "engine"
+) -> Engine:
+    """Start the engine a stage's ``engine`` config section (named ``where``) asks for.
+
+    Before loading, the stage's estimated memory is checked against the available memory
+    (:mod:`pipeline.memory`): a config that cannot fit fails here, naming the key to change.
+    """
+    from pipeline.memory import ModelSize, check_memory, engine_estimate
+
+    if cfg.backend != "server":
+        check_memory(engine_estimate(cfg, ModelSize.of(model_path), where=where))
     if cfg.backend == "transformers":
         dtype = "float32" if cfg.dtype == "auto" else cfg.dtype
         return load_engine("transformers", model_path, seed=seed, max_batch_rows=cfg.max_batch_rows, dtype=dtype)
@@ -64,13 +74,19 @@ def engine_from_config(cfg: EngineConfig, model_path: str | Path, *, seed: int, 
 
 
 def sample_model(
-    cfg: EngineConfig, model: str | Path, prompts: list[list[int]], sampling: SamplingConfig, *, seed: int
+    cfg: EngineConfig,
+    model: str | Path,
+    prompts: list[list[int]],
+    sampling: SamplingConfig,
+    *,
+    seed: int,
+    where: str = "engine",
 ) -> tuple[list[list[Completion]], float, float]:
-    """Start the configured engine on ``model``, sample every prompt, and close the engine.
+    """Start the configured engine (section ``where``) on ``model``, sample every prompt, and close the engine.
 
     Returns (completions, engine start-up seconds, sampling seconds); the engine is always closed.
     """
-    engine = engine_from_config(cfg, model, seed=seed)
+    engine = engine_from_config(cfg, model, seed=seed, where=where)
     try:
         start = time.perf_counter()
         completions = engine.generate(prompts, sampling)

@@ -18,6 +18,8 @@ rule build_teacher_contexts:
         version=STAGE_VERSIONS["build_teacher_contexts"],
     log:
         "logs/build_teacher_contexts/seed_{seed}/{condition}/round_{round}.log",
+    benchmark:
+        "benchmarks/build_teacher_contexts/seed_{seed}/{condition}/round_{round}.tsv"
     conda:
         "../../envs/pipeline.yaml"
     script:

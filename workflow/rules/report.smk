@@ -27,6 +27,8 @@ rule report:
         version=STAGE_VERSIONS["report"],
     log:
         "logs/report/report.log",
+    benchmark:
+        "benchmarks/report/report.tsv"
     conda:
         "../../envs/pipeline.yaml"
     script:

@@ -64,6 +64,8 @@ rule select_problems:
         version=STAGE_VERSIONS["select_problems"],
     log:
         "logs/select_problems/select_problems.log",
+    benchmark:
+        "benchmarks/select_problems/select_problems.tsv"
     conda:
         "../../envs/pipeline.yaml"
     script:

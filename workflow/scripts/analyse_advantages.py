@@ -4,7 +4,7 @@ from pathlib import Path
 
 from pipeline.advantages import analyse_advantages
 from pipeline.config import AdvantagesConfig, from_params
-from pipeline.logs import setup_logging
+from pipeline.logs import log_disk_use, setup_logging
 
 
 def main(snakemake) -> None:
@@ -22,6 +22,7 @@ def main(snakemake) -> None:
         figure_png=Path(snakemake.output.figure_png),
         cfg=from_params(AdvantagesConfig, snakemake.params.cfg, where="advantages"),
     )
+    log_disk_use(snakemake.output)
 
 
 if __name__ == "__main__":

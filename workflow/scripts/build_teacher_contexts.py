@@ -4,7 +4,7 @@ from pathlib import Path
 
 from pipeline.config import ContextsConfig, PromptConfig, from_params
 from pipeline.contexts import build_teacher_contexts
-from pipeline.logs import setup_logging
+from pipeline.logs import log_disk_use, setup_logging
 
 
 def main(snakemake) -> None:
@@ -20,6 +20,7 @@ def main(snakemake) -> None:
         cfg=from_params(ContextsConfig, snakemake.params.cfg, where="contexts"),
         prompt=from_params(PromptConfig, snakemake.params.prompt, where="traces.prompt"),
     )
+    log_disk_use(snakemake.output)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from pipeline.config import ContextTemplates, PremiseConfig, PromptConfig, from_params
-from pipeline.logs import exit_cleanly, setup_logging
+from pipeline.logs import exit_cleanly, log_disk_use, setup_logging
 from pipeline.premise import check_premise
 
 
@@ -23,6 +23,7 @@ def main(snakemake) -> None:
         prompt=from_params(PromptConfig, snakemake.params.prompt, where="traces.prompt"),
         enable_thinking=bool(snakemake.params.enable_thinking),
     )
+    log_disk_use(snakemake.output)
     exit_cleanly()
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 from pipeline.config import DistillConfig, from_params
 from pipeline.distill import distill_student
 from pipeline.launch import run_distributed
-from pipeline.logs import setup_logging
+from pipeline.logs import log_disk_use, setup_logging
 
 
 def main(snakemake) -> None:
@@ -22,6 +22,7 @@ def main(snakemake) -> None:
         run_distributed("distill_student", nproc=devices, params=snakemake.params.cfg, paths=paths)
     else:
         distill_student(**paths, cfg=from_params(DistillConfig, snakemake.params.cfg, where="distill"))
+    log_disk_use(snakemake.output)
 
 
 if __name__ == "__main__":

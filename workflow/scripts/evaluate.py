@@ -4,7 +4,7 @@ from pathlib import Path
 
 from pipeline.config import EvaluateConfig, PromptConfig, from_params
 from pipeline.evaluate import evaluate
-from pipeline.logs import exit_cleanly, setup_logging
+from pipeline.logs import exit_cleanly, log_disk_use, setup_logging
 
 
 def main(snakemake) -> None:
@@ -20,6 +20,7 @@ def main(snakemake) -> None:
         prompt=from_params(PromptConfig, snakemake.params.prompt, where="traces.prompt"),
         cfg=from_params(EvaluateConfig, snakemake.params.cfg, where="evaluate"),
     )
+    log_disk_use(snakemake.output)
     exit_cleanly()
 
 

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from pipeline.config import TracesConfig, from_params
-from pipeline.logs import exit_cleanly, setup_logging
+from pipeline.logs import exit_cleanly, log_disk_use, setup_logging
 from pipeline.traces import generate_traces
 
 
@@ -17,6 +17,7 @@ def main(snakemake) -> None:
         round_index=int(snakemake.wildcards.round),
         cfg=from_params(TracesConfig, snakemake.params.cfg, where="traces"),
     )
+    log_disk_use(snakemake.output)
     exit_cleanly()
 
 

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from pipeline.config import TeacherConfig, from_params
-from pipeline.logs import exit_cleanly, setup_logging
+from pipeline.logs import exit_cleanly, log_disk_use, setup_logging
 from pipeline.teacher import precompute_teacher_logprobs
 
 
@@ -17,6 +17,7 @@ def main(snakemake) -> None:
         out=Path(snakemake.output[0]),
         cfg=from_params(TeacherConfig, snakemake.params.cfg, where="teacher"),
     )
+    log_disk_use(snakemake.output)
     exit_cleanly()
 
 

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from pipeline.config import ModelSpec, from_params
-from pipeline.logs import setup_logging
+from pipeline.logs import log_disk_use, setup_logging
 from pipeline.models import prepare_model
 
 
@@ -14,6 +14,7 @@ def main(snakemake) -> None:
         name=snakemake.wildcards.model,
         spec=from_params(ModelSpec, snakemake.params.spec, where=f"models.{snakemake.wildcards.model}"),
     )
+    log_disk_use(snakemake.output)
 
 
 # The guard matters: vLLM spawns its engine process, which re-imports this module.

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from pipeline.config import ProblemsConfig, from_params
-from pipeline.logs import setup_logging
+from pipeline.logs import log_disk_use, setup_logging
 from pipeline.problems import prepare_problems
 
 
@@ -15,6 +15,7 @@ def main(snakemake) -> None:
         rejects=Path(snakemake.output.rejects),
         cfg=from_params(ProblemsConfig, snakemake.params.cfg, where="problems"),
     )
+    log_disk_use(snakemake.output)
 
 
 # The guard matters: vLLM spawns its engine process, which re-imports this module.

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from pipeline.config import CriticConfig, from_params
 from pipeline.critic import query_critic
-from pipeline.logs import exit_cleanly, setup_logging
+from pipeline.logs import exit_cleanly, log_disk_use, setup_logging
 
 
 def main(snakemake) -> None:
@@ -17,6 +17,7 @@ def main(snakemake) -> None:
         critic_model=Path(snakemake.input.critic[0]) if snakemake.input.critic else None,
         rewrite=bool(snakemake.params.rewrite),
     )
+    log_disk_use(snakemake.output)
     exit_cleanly()
 
 

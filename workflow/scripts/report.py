@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from pipeline.logs import setup_logging
+from pipeline.logs import log_disk_use, setup_logging
 from pipeline.report import report
 
 
@@ -25,6 +25,7 @@ def main(snakemake) -> None:
         seed=evaluate.get("seed", 0),
         selection=Path(snakemake.input.selection[0]) if snakemake.input.selection else None,
     )
+    log_disk_use(snakemake.output)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from pipeline.config import SelectionFilters, from_params
-from pipeline.logs import setup_logging
+from pipeline.logs import log_disk_use, setup_logging
 from pipeline.select_problems import select_problems
 
 
@@ -20,6 +20,7 @@ def main(snakemake) -> None:
         summary_out=Path(snakemake.output.summary),
         filters=from_params(SelectionFilters, snakemake.params.cfg, where="select_problems.filters"),
     )
+    log_disk_use(snakemake.output)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from pipeline.config import CriticSolveConfig, from_params
-from pipeline.logs import exit_cleanly, setup_logging
+from pipeline.logs import exit_cleanly, log_disk_use, setup_logging
 from pipeline.select_problems import sample_critic
 
 
@@ -16,6 +16,7 @@ def main(snakemake) -> None:
         out=Path(snakemake.output[0]),
         cfg=from_params(CriticSolveConfig, snakemake.params.cfg, where="select_problems.critic"),
     )
+    log_disk_use(snakemake.output)
     exit_cleanly()
 
 

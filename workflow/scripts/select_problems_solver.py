@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from pipeline.config import PromptConfig, SelectionSamplingConfig, from_params
-from pipeline.logs import exit_cleanly, setup_logging
+from pipeline.logs import exit_cleanly, log_disk_use, setup_logging
 from pipeline.select_problems import sample_solver
 
 
@@ -17,6 +17,7 @@ def main(snakemake) -> None:
         prompt=from_params(PromptConfig, snakemake.params.prompt, where="traces.prompt"),
         cfg=from_params(SelectionSamplingConfig, snakemake.params.cfg, where="select_problems.solver"),
     )
+    log_disk_use(snakemake.output)
     exit_cleanly()
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 from pipeline.config import GrpoConfig, from_params
 from pipeline.grpo import train_grpo
 from pipeline.launch import run_distributed
-from pipeline.logs import setup_logging
+from pipeline.logs import log_disk_use, setup_logging
 
 
 def main(snakemake) -> None:
@@ -23,6 +23,7 @@ def main(snakemake) -> None:
         run_distributed("train_grpo", nproc=devices, params=snakemake.params.cfg, paths=paths)
     else:
         train_grpo(**paths, cfg=from_params(GrpoConfig, snakemake.params.cfg, where="grpo"))
+    log_disk_use(snakemake.output)
 
 
 if __name__ == "__main__":
