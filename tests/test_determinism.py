@@ -3,7 +3,8 @@
 The smoke DAG runs twice in fresh folders (the session's ``smoke_run`` and one more) and every file
 under ``results/`` and ``resources/models/`` is compared by a hash of its content: Parquet by its
 table (the file metadata records start-up and generation times), checkpoints by their tensors, JSON
-by its values less the wall-clock measurements in ``TIMING_KEYS``, any other file by its bytes. A
+by its values, any other file by its bytes; Parquet columns and JSON keys named in ``TIMING_KEYS``
+(wall-clock measurements, such as a training log's tokens/s) are left out. A
 student is reached through its ``round_{r}`` link (the versioned folder's name is random).
 
 The smoke DAG samples with transformers; the vLLM engine (the default config's sampler) gets its own
@@ -31,7 +32,7 @@ pytestmark = pytest.mark.slow
 
 ARTIFACT_DIRS = ("results", "resources/models")
 # Measurements of the machine, not results: they differ on every run by design.
-TIMING_KEYS = frozenset({"startup_s", "generate_s", "tokens_per_s"})
+TIMING_KEYS = frozenset({"startup_s", "generate_s", "sample_s", "sample_startup_s", "score_s", "tokens_per_s"})
 # Artifacts whose content may differ between two runs, with the reason. Keep it empty.
 KNOWN_DIFFERENCES: dict[str, str] = {}
 
@@ -50,6 +51,7 @@ def content_hash(path: Path) -> str:
     digest = hashlib.sha256()
     if path.suffix == ".parquet":
         table = pq.read_table(path).replace_schema_metadata(None).combine_chunks()
+        table = table.drop_columns([c for c in table.column_names if c in TIMING_KEYS])
         sink = io.BytesIO()
         with pa.ipc.new_stream(sink, table.schema) as writer:
             writer.write_table(table)
@@ -84,10 +86,10 @@ def test_content_hash_sees_content_and_ignores_metadata_and_timings(tmp_path):
 
     from pipeline.artifacts import write_json
 
-    frame = pl.DataFrame({"x": [1.0, 2.0]})
-    frame.write_parquet(tmp_path / "a.parquet")
+    pl.DataFrame({"x": [1.0, 2.0], "tokens_per_s": [3.0, 4.0]}).write_parquet(tmp_path / "a.parquet")
+    frame = pl.DataFrame({"x": [1.0, 2.0], "tokens_per_s": [5.0, 6.0]})
     pq.write_table(frame.to_arrow().replace_schema_metadata({"written": "now"}), tmp_path / "b.parquet")
-    pl.DataFrame({"x": [1.0, 2.5]}).write_parquet(tmp_path / "c.parquet")
+    pl.DataFrame({"x": [1.0, 2.5], "tokens_per_s": [3.0, 4.0]}).write_parquet(tmp_path / "c.parquet")
     write_json({"avg": 0.5, "startup_s": 1.0}, tmp_path / "a.json")
     write_json({"avg": 0.5, "startup_s": 9.0}, tmp_path / "b.json")
     write_json({"avg": 0.6, "startup_s": 1.0}, tmp_path / "c.json")
