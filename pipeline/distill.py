@@ -24,7 +24,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from pipeline.artifacts import TRACES_SCHEMA, read_artifact
+from pipeline.artifacts import TRACES_SCHEMA, read_artifact, read_teacher_logprobs
 from pipeline.config import DistillConfig
 from pipeline.losses import clipped_importance_weight, divergence, entropy, sharpen, supported_logprobs
 from pipeline.training import (
@@ -167,7 +167,7 @@ def distill_student(
     *, teacher_logprobs: Path, traces: Path, student: Path, out_model: Path, out_log: Path, cfg: DistillConfig
 ) -> dict[str, Any]:
     """Train round r's ``student`` toward the stored teacher; save round r+1's checkpoint and log."""
-    teacher = pl.read_parquet(teacher_logprobs)
+    teacher = read_teacher_logprobs(teacher_logprobs)
     rows = training_rows(teacher, read_artifact(traces, schema=TRACES_SCHEMA, artifact="traces"), cfg)
     if rows.height == 0:
         log.warning(

@@ -24,11 +24,13 @@ import numpy as np
 import polars as pl
 
 from pipeline.artifacts import (
+    ADVANTAGE_AGGREGATES_SCHEMA,
     CRITIQUES_SCHEMA,
     EVAL_SAMPLES_SCHEMA,
     TRAIN_LOG_SCHEMA,
     git_commit,
     read_artifact,
+    read_json,
     read_provenance,
     write_text_atomic,
 )
@@ -662,10 +664,10 @@ def report(
         checkpoints=checkpoints,
         training=training,
         paired=paired,
-        premise=json.loads(premise.read_text()),
+        premise=read_json(premise),
         arms=arms,
         layout=config["contexts"]["layout"],
-        advantages=pl.read_parquet(advantages),
+        advantages=read_artifact(advantages, schema=ADVANTAGE_AGGREGATES_SCHEMA, artifact="advantage_aggregates"),
         advantage_figure_png=advantage_figure_png.read_bytes(),
         advantage_figure_html=_body(advantage_figure_html.read_text()),
         critiques=pl.concat(
@@ -675,7 +677,7 @@ def report(
             ]
         ),
         provenance_record=provenance(config, model_dirs),
-        selection=json.loads(selection.read_text()) if selection is not None else None,
+        selection=read_json(selection) if selection is not None else None,
     )
     write_text_atomic(page, out)
     table = table_one(checkpoints)
