@@ -29,6 +29,7 @@ from pipeline.artifacts import (
     write_artifact,
 )
 from pipeline.config import AdvantagesConfig
+from pipeline.engines import load_tokenizer
 from pipeline.tasks.token_spans import CATEGORIES, categorise_tokens, token_char_spans
 
 log = logging.getLogger(__name__)
@@ -356,8 +357,6 @@ def analyse_advantages(
     cfg: AdvantagesConfig,
 ) -> dict[str, Any]:
     """A_t per token under every context kind (keys of ``teacher_logprobs``) on the shared traces."""
-    from transformers import AutoTokenizer
-
     kinds = list(teacher_logprobs)
     teacher = {kind: _read_teacher(Path(path), kind) for kind, path in teacher_logprobs.items()}
     shared = shared_trace_ids(teacher)
@@ -365,7 +364,7 @@ def analyse_advantages(
         pl.col("trace_id").is_in(shared)
     )
     critique_frame = read_artifact(critiques, schema=CRITIQUES_SCHEMA, artifact="critiques")
-    tokens = token_advantages(label_traces(trace_frame, critique_frame, AutoTokenizer.from_pretrained(model)), teacher)
+    tokens = token_advantages(label_traces(trace_frame, critique_frame, load_tokenizer(model)), teacher)
     aggregates = aggregate(tokens)
     chosen = figure_trace_ids(tokens, cfg.figure_traces)
     figure_html.parent.mkdir(parents=True, exist_ok=True)

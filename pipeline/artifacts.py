@@ -338,6 +338,17 @@ def shared_mode(mode: int) -> int:
     return mode & ~mask
 
 
+def share_tree(folder: Path) -> None:
+    """Give ``folder`` and everything in it the modes of :func:`shared_mode` (links are left alone).
+
+    For finished model folders: ``mkdtemp`` makes the folder 0700 and safetensors writes weights 0600.
+    """
+    file_mode, dir_mode = shared_mode(0o666), shared_mode(0o777)
+    for path in [folder, *folder.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod(dir_mode if path.is_dir() else file_mode)
+
+
 def git_commit() -> str:
     """The current git commit of the working tree, or ``"unknown"`` outside a repository."""
     try:
@@ -433,7 +444,7 @@ def versioned_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    staging.chmod(shared_mode(0o777))
+    share_tree(staging)
     link = staging.with_name(f"{staging.name}.link")
     link.symlink_to(staging.name)
     os.replace(link, path)

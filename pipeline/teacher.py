@@ -30,7 +30,7 @@ from pipeline.artifacts import (
     write_artifact,
 )
 from pipeline.config import TeacherConfig
-from pipeline.engines import Engine, TokenScores, engine_from_config
+from pipeline.engines import Engine, TokenScores, engine_from_config, load_tokenizer
 from pipeline.tasks.token_spans import categorise_tokens, token_char_spans
 
 log = logging.getLogger(__name__)
@@ -147,8 +147,6 @@ def precompute_teacher_logprobs(
     *, contexts: Path, traces: Path, critiques: Path, model: Path, out: Path, cfg: TeacherConfig
 ) -> dict[str, Any]:
     """Score every (context, trace) pair with the frozen teacher ``model``; write ``out``."""
-    from transformers import AutoTokenizer
-
     context_frame = read_artifact(contexts, schema=CONTEXTS_SCHEMA, artifact="contexts")
     trace_frame = read_artifact(traces, schema=TRACES_SCHEMA, artifact="traces")
     critique_frame = read_artifact(critiques, schema=CRITIQUES_SCHEMA, artifact="critiques")
@@ -159,7 +157,7 @@ def precompute_teacher_logprobs(
         on="trace_id",
         how="left",
     ).join(critique_frame.select("trace_id", "first_wrong_step"), on="trace_id", how="left")
-    rows = rows.with_columns(token_categories(rows, AutoTokenizer.from_pretrained(model)))
+    rows = rows.with_columns(token_categories(rows, load_tokenizer(model)))
     engine = engine_from_config(cfg.engine, model, seed=0, max_logprobs=cfg.top_k)
     try:
         start = time.perf_counter()
