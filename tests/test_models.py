@@ -107,3 +107,23 @@ def test_qwen_loads_and_generates_with_transformers_and_vllm(qwen_model_dir):
     vllm = generate_in_subprocess(qwen_model_dir, "vllm")
     assert hf["text"].startswith("<step_1>"), hf["text"]
     assert vllm["token_ids"][:12] == hf["token_ids"][:12]  # greedy fp32 agrees on the opening tokens
+
+
+def test_a_prepared_folder_and_a_saved_student_follow_the_umask(tmp_path):
+    import os
+
+    from pipeline.config import LoraSettings
+    from pipeline.training import load_student, save_student
+
+    old = os.umask(0o027)
+    try:
+        model_dir = tmp_path / "tiny"
+        prepare_model(out_dir=model_dir, name="tiny", spec=ModelSpec(source="tiny", seed=0))
+        model, tokenizer, base = load_student(model_dir, LoraSettings(r=4, alpha=8))
+        save_student(model, tokenizer, tmp_path / "round_1", base_dir=base, details={})
+    finally:
+        os.umask(old)
+    for folder in (model_dir, (tmp_path / "round_1").resolve()):
+        modes = {p.name: oct(p.stat().st_mode & 0o777) for p in folder.iterdir()}
+        assert set(modes.values()) == {"0o640"}, modes  # safetensors alone would write the weights 0600
+        assert oct(folder.stat().st_mode & 0o777) == "0o750"
