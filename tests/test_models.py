@@ -2,19 +2,21 @@ import hashlib
 import json
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
 from pipeline.artifacts import read_provenance
 from pipeline.config import ModelSpec
 from pipeline.models import GgufSource, ModelSourceError, gguf_part_paths, join_parts, prepare_model
-from tests.conftest import ROOT
+from tests.conftest import ROOT, offline_env
 
 QUESTION = "A farm has 3 apples. Then 5 more apples arrive. How many apples are there at the end?"
 
 
 def generate_in_subprocess(model_dir, engine: str, max_tokens: int = 24) -> dict:
-    """Run the engine CLI in a fresh process (vLLM spawns workers and needs a clean exit)."""
+    """Run the engine CLI in a fresh process (vLLM spawns workers and needs a clean exit), network blocked."""
     cmd = [
         sys.executable,
         "-m",
@@ -28,8 +30,12 @@ def generate_in_subprocess(model_dir, engine: str, max_tokens: int = 24) -> dict
     ]
     if engine == "vllm":
         cmd.append("--eager")
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900)
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "network.jsonl"
+        out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900, env=offline_env(log))
+        seen = [json.loads(line) for line in log.read_text().splitlines()]
     assert out.returncode == 0, out.stderr[-3000:]
+    assert seen and [e for e in seen if e["event"] != "loaded"] == []  # vLLM's address probe included
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
