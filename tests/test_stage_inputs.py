@@ -228,3 +228,32 @@ def test_no_stage_reads_parquet_or_json_around_the_checks():
         source = (root / f"{stage}.py").read_text()
         for call in ("pl.read_parquet(", "pl.scan_parquet(", "json.loads(", "json.load("):
             assert call not in source, f"pipeline/{stage}.py calls {call}; read through pipeline.artifacts"
+
+
+@pytest.mark.slow
+def test_a_corrupt_intermediate_file_fails_only_its_reader_in_the_dag_and_keeps_everything_else(smoke_run, tmp_path):
+    """A truncated traces file in a finished smoke run: the rerun names it, runs no other job, loses nothing else."""
+    import hashlib
+    import re
+    import shutil
+
+    from tests.conftest import snakemake
+
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run, run, symlinks=True)
+
+    def contents() -> dict[Path, str]:
+        files = [p for p in (run / "results").rglob("*") if p.is_file() and not p.is_symlink()]
+        return {p.relative_to(run): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+    before = contents()
+    bad = Path("results/seed_0/traces/grpo/round_1.parquet")
+    (run / bad).write_bytes((run / bad).read_bytes()[:1000])
+    out = snakemake(run, "--configfile", str(SMOKE_CONFIG), check=False)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0
+    assert f"{bad} (traces): not a readable Parquet file" in text, text[-3000:]
+    assert set(re.findall(r"^(?:local)?rule (\w+):", text, re.M)) == {"query_critic"}  # its one reader, nothing else
+    after = contents()
+    changed = {path for path, digest in before.items() if after.get(path) != digest} - {bad}
+    assert changed == {Path("results/seed_0/critiques/grpo/round_1.parquet")}  # the failed job's own output
