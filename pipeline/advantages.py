@@ -20,49 +20,25 @@ from typing import Any
 import polars as pl
 
 from pipeline.artifacts import (
+    ADVANTAGE_AGGREGATES_SCHEMA,
+    ADVANTAGE_TOKENS_SCHEMA,
     CRITIQUES_SCHEMA,
     TRACES_SCHEMA,
     model_label,
     read_artifact,
+    read_teacher_logprobs,
     write_artifact,
     write_bytes_atomic,
     write_text_atomic,
 )
 from pipeline.config import AdvantagesConfig
+from pipeline.engines import load_tokenizer
 from pipeline.tasks.token_spans import CATEGORIES, categorise_tokens, token_char_spans
 
 log = logging.getLogger(__name__)
 STAGE = "analyse_advantages"
 
 CORRECTNESS = ("correct", "incorrect")
-
-# One row per (trace, context kind); the three lists have the completion's length.
-ADVANTAGE_TOKENS_SCHEMA = pl.Schema(
-    {
-        "trace_id": pl.String,
-        "problem_id": pl.String,
-        "context_kind": pl.String,
-        "is_correct": pl.Boolean,
-        "first_wrong_step": pl.Int32,  # the critic's, 1-based among the solver's steps; null if none
-        "tokens": pl.List(pl.String),  # decoded pieces; they concatenate to completion_text
-        "categories": pl.List(pl.String),  # one of CATEGORIES per token
-        "advantages": pl.List(pl.Float32),  # A_t = teacher - student log-prob of the sampled token
-    }
-)
-
-# One row per (context kind, correctness, category), category "all" included; token-weighted.
-ADVANTAGE_AGGREGATES_SCHEMA = pl.Schema(
-    {
-        "context_kind": pl.String,
-        "correctness": pl.String,  # correct | incorrect
-        "category": pl.String,  # one of CATEGORIES, or all
-        "n_traces": pl.Int32,  # traces with at least one token in the category
-        "n_tokens": pl.Int64,
-        "mean_advantage": pl.Float64,  # null when n_tokens is 0
-        "share_negative": pl.Float64,  # share of tokens with A_t < 0
-        "mean_abs_advantage": pl.Float64,
-    }
-)
 
 _EMPTY_MARK = "\u2205"  # shown in the figure for a token with no text (special, or part of a character)
 _NEWLINE_MARK = "\u21b5"
@@ -344,8 +320,8 @@ def render_png(
 
 
 def _read_teacher(path: Path, kind: str) -> pl.DataFrame:
-    frame = pl.read_parquet(
-        path, columns=["trace_id", "context_kind", "teacher_token_logprobs", "student_token_logprobs"]
+    frame = read_teacher_logprobs(path).select(
+        "trace_id", "context_kind", "teacher_token_logprobs", "student_token_logprobs"
     )
     others = set(frame["context_kind"].unique().to_list()) - {kind}
     if others:
@@ -385,8 +361,6 @@ def analyse_advantages(
     cfg: AdvantagesConfig,
 ) -> dict[str, Any]:
     """A_t per token under every context kind (keys of ``teacher_logprobs``) on the shared traces."""
-    from transformers import AutoTokenizer
-
     kinds = list(teacher_logprobs)
     teacher = {kind: _read_teacher(Path(path), kind) for kind, path in teacher_logprobs.items()}
     shared = shared_trace_ids(teacher)
@@ -394,7 +368,7 @@ def analyse_advantages(
         pl.col("trace_id").is_in(shared)
     )
     critique_frame = read_artifact(critiques, schema=CRITIQUES_SCHEMA, artifact="critiques")
-    tokens = token_advantages(label_traces(trace_frame, critique_frame, AutoTokenizer.from_pretrained(model)), teacher)
+    tokens = token_advantages(label_traces(trace_frame, critique_frame, load_tokenizer(model)), teacher)
     aggregates = aggregate(tokens)
     chosen = figure_trace_ids(tokens, cfg.figure_traces)
     write_text_atomic(render_html(tokens, chosen, kinds=kinds, color_limit=cfg.color_limit), figure_html)

@@ -191,6 +191,60 @@ REJECTS_SCHEMA = pl.Schema(
 )
 
 
+# One row per (trace, context kind); the three lists have the completion's length.
+ADVANTAGE_TOKENS_SCHEMA = pl.Schema(
+    {
+        "trace_id": pl.String,
+        "problem_id": pl.String,
+        "context_kind": pl.String,
+        "is_correct": pl.Boolean,
+        "first_wrong_step": pl.Int32,  # the critic's, 1-based among the solver's steps; null if none
+        "tokens": pl.List(pl.String),  # decoded pieces; they concatenate to completion_text
+        "categories": pl.List(pl.String),  # one of CATEGORIES per token
+        "advantages": pl.List(pl.Float32),  # A_t = teacher - student log-prob of the sampled token
+    }
+)
+
+# One row per (context kind, correctness, category), category "all" included; token-weighted.
+ADVANTAGE_AGGREGATES_SCHEMA = pl.Schema(
+    {
+        "context_kind": pl.String,
+        "correctness": pl.String,  # correct | incorrect
+        "category": pl.String,  # one of CATEGORIES, or all
+        "n_traces": pl.Int32,  # traces with at least one token in the category
+        "n_tokens": pl.Int64,
+        "mean_advantage": pl.Float64,  # null when n_tokens is 0
+        "share_negative": pl.Float64,  # share of tokens with A_t < 0
+        "mean_abs_advantage": pl.Float64,
+    }
+)
+
+
+def teacher_logprobs_schema(k: int, dtype: str = "float32") -> pl.Schema:
+    """One row per trace; every list column has the completion's length."""
+    float_type = pl.Float16 if dtype == "float16" else pl.Float32
+    return pl.Schema(
+        {
+            "trace_id": pl.String,
+            "problem_id": pl.String,
+            "condition": pl.String,
+            "round": pl.Int32,
+            "context_kind": pl.String,
+            "is_correct": pl.Boolean,  # the trace's answer is right (distill.skip_correct reads it)
+            "completion_token_ids": pl.List(pl.Int32),
+            # per token: pre_error | first_wrong | after_error | answer, from the critic's first wrong
+            # step (pipeline.tasks.token_spans); distill.token_mask reads it
+            "token_categories": pl.List(pl.String),
+            "topk_ids": pl.List(pl.Array(pl.Int32, k)),
+            "topk_logprobs": pl.List(pl.Array(float_type, k)),
+            "teacher_token_logprobs": pl.List(pl.Float32),
+            "tail_logmass": pl.List(pl.Float32),
+            "student_token_logprobs": pl.List(pl.Float32),
+            "prompt_tokens_dropped": pl.Int32,  # teacher prompt tokens cut by the overflow policy
+        }
+    )
+
+
 # select_problems: one row per base-solver sample of a candidate problem (Avg@n is computed from these).
 SELECTION_SAMPLES_SCHEMA = pl.Schema(
     {
@@ -239,17 +293,61 @@ class SchemaError(ValueError):
     """A frame does not match the schema declared for its artifact."""
 
 
-def validate_frame(frame: pl.DataFrame, schema: pl.Schema, *, artifact: str) -> None:
-    """Raise :class:`SchemaError` naming every missing, extra or mistyped column."""
+class ArtifactReadError(ValueError):
+    """An artifact file is missing, truncated, not Parquet, or repeats a row's key."""
+
+
+# Columns that identify a row of an artifact: a file that repeats a key is rejected when read.
+ARTIFACT_KEYS: dict[str, tuple[str, ...]] = {
+    "problems": ("problem_id",),
+    "traces": ("trace_id",),
+    "critiques": ("trace_id",),
+    "contexts": ("trace_id", "context_kind"),
+    "teacher_logprobs": ("trace_id", "context_kind"),
+    "eval_samples": ("problem_id", "sample_idx"),
+    "selection_samples": ("problem_id", "sample_idx"),
+    "critic_answers": ("problem_id",),
+}
+
+
+def check_schema(actual: pl.Schema, schema: pl.Schema, *, artifact: str) -> None:
+    """Raise :class:`SchemaError` naming every missing, extra or mistyped column of ``actual``."""
     problems = []
     for name, dtype in schema.items():
-        if name not in frame.schema:
+        if name not in actual:
             problems.append(f"missing column {name!r} ({dtype})")
-        elif frame.schema[name] != dtype:
-            problems.append(f"column {name!r} is {frame.schema[name]}, expected {dtype}")
-    problems += [f"unexpected column {name!r}" for name in frame.columns if name not in schema]
+        elif actual[name] != dtype:
+            problems.append(f"column {name!r} is {actual[name]}, expected {dtype}")
+    problems += [f"unexpected column {name!r}" for name in actual if name not in schema]
     if problems:
         raise SchemaError(f"{artifact}: " + "; ".join(problems))
+
+
+def validate_frame(frame: pl.DataFrame, schema: pl.Schema, *, artifact: str) -> None:
+    """Raise :class:`SchemaError` naming every missing, extra or mistyped column."""
+    check_schema(frame.schema, schema, artifact=artifact)
+
+
+def shared_mode(mode: int) -> int:
+    """``mode`` less the process umask: what ``open``/``mkdir`` would give a file or folder.
+
+    ``mkstemp``/``mkdtemp`` create 0600/0700 whatever the umask; finished artifacts get this mode
+    instead, so they are as readable as any file the user writes (0644/0755 under the usual 022).
+    """
+    mask = os.umask(0)
+    os.umask(mask)
+    return mode & ~mask
+
+
+def share_tree(folder: Path) -> None:
+    """Give ``folder`` and everything in it the modes of :func:`shared_mode` (links are left alone).
+
+    For finished model folders: ``mkdtemp`` makes the folder 0700 and safetensors writes weights 0600.
+    """
+    file_mode, dir_mode = shared_mode(0o666), shared_mode(0o777)
+    for path in [folder, *folder.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod(dir_mode if path.is_dir() else file_mode)
 
 
 def git_commit() -> str:
@@ -301,7 +399,7 @@ def write_artifact(
             compression="zstd",
             metadata={META_PREFIX + key: value for key, value in metadata.items()},
         )
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; artifacts are meant to be shared and read
+        os.chmod(tmp, shared_mode(0o666))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -318,7 +416,7 @@ def write_bytes_atomic(data: bytes, path: str | os.PathLike[str]) -> Path:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, shared_mode(0o666))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -372,7 +470,7 @@ def versioned_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    staging.chmod(0o755)  # mkdtemp creates 0700; checkpoints are meant to be shared and read
+    share_tree(staging)
     link = staging.with_name(f"{staging.name}.link")
     link.symlink_to(staging.name)
     os.replace(link, path)
@@ -396,6 +494,15 @@ def write_json(payload: Mapping[str, Any], path: str | os.PathLike[str]) -> Path
     return write_text_atomic(json.dumps(payload, indent=2, sort_keys=True), path)
 
 
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """A JSON summary written by :func:`write_json`; a missing or malformed file is named in the error."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactReadError(f"{path}: not a readable JSON summary: {exc}") from exc
+
+
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The pipeline metadata of an artifact, with ``params`` decoded from JSON."""
     raw = pl.read_parquet_metadata(path)
@@ -408,10 +515,44 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def read_artifact(path: str | os.PathLike[str], *, schema: pl.Schema, artifact: str) -> pl.DataFrame:
-    """Read an artifact and check it against its declared schema."""
-    frame = pl.read_parquet(path)
-    validate_frame(frame, schema, artifact=artifact)
+    """Read an artifact, checked against its declared schema and its row key (:data:`ARTIFACT_KEYS`).
+
+    A missing, truncated or non-Parquet file raises :class:`ArtifactReadError`, a missing or mistyped
+    column :class:`SchemaError`; both name the file. The schema is checked from the file's footer
+    before any data is read.
+    """
+    path = Path(path)
+    where = f"{path} ({artifact})"
+    if not path.is_file():
+        raise ArtifactReadError(f"{where}: no such file")
+    try:
+        check_schema(pl.read_parquet_schema(path), schema, artifact=where)
+        frame = pl.read_parquet(path)
+    except pl.exceptions.PolarsError as exc:
+        raise ArtifactReadError(f"{where}: not a readable Parquet file (truncated or corrupt?): {exc}") from exc
+    key = ARTIFACT_KEYS.get(artifact)
+    if key and frame.height:
+        repeated = frame.filter(pl.struct(key).is_duplicated()).select(key).unique(maintain_order=True)
+        if repeated.height:
+            shown = ", ".join(str(row) for row in repeated.head(3).iter_rows())
+            raise ArtifactReadError(f"{where}: {repeated.height} repeated {'/'.join(key)} value(s), e.g. {shown}")
     return frame
+
+
+def read_teacher_logprobs(path: str | os.PathLike[str]) -> pl.DataFrame:
+    """Read a ``precompute_teacher_logprobs`` artifact: its k and storage dtype come from the file."""
+    path = Path(path)
+    try:
+        actual = pl.read_parquet_schema(path) if path.is_file() else pl.Schema()
+    except pl.exceptions.PolarsError:
+        actual = pl.Schema()  # read_artifact names the unreadable file
+    k, dtype = 1, "float32"
+    topk_ids, topk_logprobs = actual.get("topk_ids"), actual.get("topk_logprobs")
+    if isinstance(topk_ids, pl.List) and isinstance(topk_ids.inner, pl.Array):
+        k = topk_ids.inner.size
+    if isinstance(topk_logprobs, pl.List) and isinstance(topk_logprobs.inner, pl.Array):
+        dtype = "float16" if topk_logprobs.inner.inner == pl.Float16 else "float32"
+    return read_artifact(path, schema=teacher_logprobs_schema(k, dtype), artifact="teacher_logprobs")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -184,6 +184,8 @@ class DatasetSource:
     # columns, answer format and verifier itself
     preset: Literal["none", "openmathreasoning"] = "none"
     max_rows: int | None = None  # read at most this many rows (a hub id is then streamed, not downloaded whole)
+    # a longer question is rejected (reason "question too long"): its prompt would not fit a solver's window
+    max_question_chars: int = 8000
 
 
 @dataclasses.dataclass(frozen=True)

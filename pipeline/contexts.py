@@ -24,6 +24,7 @@ from pipeline.artifacts import (
     write_artifact,
 )
 from pipeline.config import ContextsConfig, PromptConfig
+from pipeline.engines import load_tokenizer
 from pipeline.tasks.critique_qa import answer_leak
 from pipeline.tasks.solver_format import render_chat
 from pipeline.tasks.teacher_prompts import context_body, join_feedback, teacher_messages
@@ -87,8 +88,6 @@ def build_teacher_contexts(
     prompt: PromptConfig,
 ) -> dict[str, Any]:
     """Write the teacher contexts of ``kind`` for one traces file (see :func:`build_contexts`)."""
-    from transformers import AutoTokenizer
-
     frame, skipped = build_contexts(
         read_artifact(traces, schema=TRACES_SCHEMA, artifact="traces"),
         read_artifact(critiques, schema=CRITIQUES_SCHEMA, artifact="critiques"),
@@ -97,7 +96,7 @@ def build_teacher_contexts(
         kind=kind,
         cfg=cfg,
         prompt=prompt,
-        tokenizer=AutoTokenizer.from_pretrained(model),
+        tokenizer=load_tokenizer(model),
     )
     stats = {
         "contexts": frame.height,

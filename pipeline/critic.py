@@ -31,7 +31,7 @@ import polars as pl
 
 from pipeline.artifacts import CRITIQUES_SCHEMA, PROBLEMS_SCHEMA, TRACES_SCHEMA, read_artifact, write_artifact
 from pipeline.config import CriticConfig, LLMCriticConfig
-from pipeline.engines import SamplingConfig, engine_from_config
+from pipeline.engines import SamplingConfig, engine_from_config, load_tokenizer
 from pipeline.tasks.arith import parse_arith_step
 from pipeline.tasks.critique_qa import alignment_score, answer_leak, first_changed_step
 from pipeline.tasks.solver_format import (
@@ -362,11 +362,9 @@ def query_critic(
         raise ValueError(f"{traces}: some traces' problems are not in {problems}")
     outputs, model_name, startup, seconds, think_opened, generated = None, "", 0.0, 0.0, False, 0
     if cfg.backend == "llm" and rewrite and joined.height:
-        from transformers import AutoTokenizer
-
         assert critic_model is not None and cfg.llm is not None
         model_name = critic_model.name
-        prompts, think_opened = critic_prompts(joined, AutoTokenizer.from_pretrained(critic_model), cfg.llm)
+        prompts, think_opened = critic_prompts(joined, load_tokenizer(critic_model), cfg.llm)
         engine = engine_from_config(cfg.llm.engine, critic_model, seed=0, where="critic.llm.engine")
         try:
             start = time.perf_counter()

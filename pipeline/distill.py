@@ -25,8 +25,9 @@ import numpy as np
 import polars as pl
 import torch
 
-from pipeline.artifacts import TRACES_SCHEMA, read_artifact
+from pipeline.artifacts import TRACES_SCHEMA, read_artifact, read_teacher_logprobs
 from pipeline.config import DistillConfig
+from pipeline.engines.checkpoint import load_tokenizer
 from pipeline.losses import clipped_importance_weight, divergence, entropy, sharpen, supported_logprobs
 from pipeline.memory import check_memory, training_memory
 from pipeline.tasks.token_spans import format_tokens, token_char_spans
@@ -34,7 +35,6 @@ from pipeline.training import (
     StepStats,
     completion_logits,
     load_student,
-    load_tokenizer,
     mean_tokens_per_s,
     train_loop,
     write_training_outputs,
@@ -183,7 +183,7 @@ def distill_student(
     *, teacher_logprobs: Path, traces: Path, student: Path, out_model: Path, out_log: Path, cfg: DistillConfig
 ) -> dict[str, Any]:
     """Train round r's ``student`` toward the stored teacher; save round r+1's checkpoint and log."""
-    teacher = pl.read_parquet(teacher_logprobs)
+    teacher = read_teacher_logprobs(teacher_logprobs)
     # mask_format_tokens finds each token's characters with the student's tokenizer
     tokenizer = load_tokenizer(student) if cfg.mask_format_tokens else None
     rows = training_rows(teacher, read_artifact(traces, schema=TRACES_SCHEMA, artifact="traces"), cfg, tokenizer)

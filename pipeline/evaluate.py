@@ -35,7 +35,7 @@ from pipeline.artifacts import (
     write_json,
 )
 from pipeline.config import EvaluateConfig, PromptConfig
-from pipeline.engines import Completion, SamplingConfig, sample_model
+from pipeline.engines import Completion, SamplingConfig, load_tokenizer, sample_model
 from pipeline.metrics import answer_only_rate, bootstrap_ci, miscalculated_step_rate, problem_metrics
 from pipeline.tasks.solver_format import build_prompts, parse_response
 from pipeline.tasks.verify import normalize_answer, verify_answer
@@ -124,10 +124,8 @@ def evaluate(
     cfg: EvaluateConfig,
 ) -> dict[str, Any]:
     """Sample ``model`` on the eval ``problems``; write per-sample Parquet and the summary JSON."""
-    from transformers import AutoTokenizer
-
     eval_set = read_artifact(problems, schema=PROBLEMS_SCHEMA, artifact="problems")
-    prompts = build_prompts(eval_set, AutoTokenizer.from_pretrained(model), prompt)
+    prompts = build_prompts(eval_set, load_tokenizer(model), prompt)
     sampling = SamplingConfig(
         n=cfg.samples_per_problem, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens
     )

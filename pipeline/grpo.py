@@ -108,7 +108,8 @@ def train_grpo(
     if reference_copy:
         from transformers import AutoModelForCausalLM
 
-        reference = AutoModelForCausalLM.from_pretrained(initial).to(next(model.parameters()).device).eval()
+        reference = AutoModelForCausalLM.from_pretrained(initial, use_safetensors=True)
+        reference = reference.to(next(model.parameters()).device).eval()
     train_log = train_policy(model, rows, cfg, reference)
     stats = {
         "steps": train_log.height,

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from pipeline.artifacts import PROVENANCE_FILE, remove_temporaries, staging_prefix, weights_hash
+from pipeline.artifacts import PROVENANCE_FILE, remove_temporaries, share_tree, staging_prefix, weights_hash
 from pipeline.config import ModelSpec
 from pipeline.tiny_model import build_tiny_model
 
@@ -196,7 +196,7 @@ def prepare_model(*, out_dir: Path, name: str, spec: ModelSpec) -> dict:
             details = prepare_hub(staging, spec.path or "")
         provenance = {"name": name, "spec": asdict(spec), **details, "weights_sha256": weights_hash(staging)}
         (staging / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2, sort_keys=True))
-        staging.chmod(0o755)
+        share_tree(staging)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         staging.rename(out_dir)

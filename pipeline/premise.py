@@ -38,7 +38,7 @@ from pipeline.artifacts import (
     write_json,
 )
 from pipeline.config import ContextTemplates, PremiseConfig, PromptConfig
-from pipeline.engines import Completion, Engine, SamplingConfig, engine_from_config, sample_model
+from pipeline.engines import Completion, Engine, SamplingConfig, engine_from_config, load_tokenizer, sample_model
 from pipeline.metrics import bootstrap_ci
 from pipeline.tasks.solver_format import parse_response, render_chat
 from pipeline.tasks.teacher_prompts import context_body, join_feedback, teacher_messages
@@ -248,13 +248,11 @@ def check_premise(
     enable_thinking: bool,
 ) -> dict[str, Any]:
     """Re-solve (and score) the round-0 traces under every configured teacher prompt; write the table."""
-    from transformers import AutoTokenizer
-
     trace_frame = read_artifact(traces, schema=TRACES_SCHEMA, artifact="traces")
     critique_frame = read_artifact(critiques, schema=CRITIQUES_SCHEMA, artifact="critiques")
     train = read_artifact(problems, schema=PROBLEMS_SCHEMA, artifact="problems")
     joined = join_feedback(trace_frame, critique_frame, train)
-    tokenizer = AutoTokenizer.from_pretrained(model)
+    tokenizer = load_tokenizer(model)
     prompts = premise_prompts(
         joined, layouts=cfg.layouts, kinds=cfg.kinds, templates=templates, prompt=prompt,
         tokenizer=tokenizer, enable_thinking=enable_thinking,

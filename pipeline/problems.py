@@ -126,6 +126,8 @@ def clean_rows(raw: pl.DataFrame, source: DatasetSource, *, source_name: str) ->
             pass
         elif not question:
             reason = "no question"
+        elif len(question) > source.max_question_chars:
+            reason = "question too long"
         elif answer is None:
             reason = "no answer"
         elif not is_parsable_answer(answer, method=source.verifier):
@@ -194,6 +196,33 @@ def champ_frame() -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
+TEXT_BUILDERS = ("json", "csv", "text")  # datasets builders that read text files
+_COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".zip")
+
+
+class ProblemSourceError(ValueError):
+    """A problem source file cannot be read as given; the message names the file and line."""
+
+
+def check_utf8(path: Path) -> None:
+    """Raise :class:`ProblemSourceError` naming the first line of a local text file that is not UTF-8.
+
+    ``datasets`` would otherwise fail without naming the file (csv) or pass the bytes on as broken
+    strings that crash polars later (json). Remote and compressed files are left to ``datasets``.
+    """
+    if not path.is_file() or path.suffix in _COMPRESSED:
+        return
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ProblemSourceError(
+                    f"{path}: line {number} is not UTF-8 ({exc.reason} at byte {exc.start} of the line: "
+                    f"{line[max(0, exc.start - 20) : exc.start + 5]!r}); re-encode the file as UTF-8"
+                ) from None
+
+
 def load_source(source: DatasetSource) -> pl.DataFrame:
     """Read a problem source with ``datasets.load_dataset`` into a polars frame.
 
@@ -202,6 +231,9 @@ def load_source(source: DatasetSource) -> pl.DataFrame:
     """
     import datasets
 
+    if source.builder in TEXT_BUILDERS:
+        for path in source.data_files:
+            check_utf8(Path(path))
     if source.builder == "champ":
         frame = champ_frame()
         return frame.head(source.max_rows) if source.max_rows else frame

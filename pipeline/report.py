@@ -24,11 +24,13 @@ import numpy as np
 import polars as pl
 
 from pipeline.artifacts import (
+    ADVANTAGE_AGGREGATES_SCHEMA,
     CRITIQUES_SCHEMA,
     EVAL_SAMPLES_SCHEMA,
     TRAIN_LOG_SCHEMA,
     git_commit,
     read_artifact,
+    read_json,
     read_provenance,
     write_text_atomic,
 )
@@ -651,31 +653,34 @@ def report(
     ``train_logs`` is keyed by (seed, arm, round); ``critiques`` maps each file to its run seed;
     ``arms`` maps each self-distillation arm to its context kind.
     """
+    # every input is read (and checked) before any work, so a bad one fails the job at once, named
     samples = pl.concat([read_artifact(p, schema=EVAL_SAMPLES_SCHEMA, artifact="eval_samples") for p in eval_samples])
+    logs = {key: read_artifact(p, schema=TRAIN_LOG_SCHEMA, artifact="train_log") for key, p in train_logs.items()}
+    premise_table = read_json(premise)
+    aggregates = read_artifact(advantages, schema=ADVANTAGE_AGGREGATES_SCHEMA, artifact="advantage_aggregates")
+    critique_frame = pl.concat(
+        [
+            read_artifact(p, schema=CRITIQUES_SCHEMA, artifact="critiques").with_columns(seed=pl.lit(seed_of_run))
+            for p, seed_of_run in critiques.items()
+        ]
+    )
+    selection_summary = read_json(selection) if selection is not None else None
     checkpoints = checkpoint_table(samples, resamples=resamples, seed=seed)
     conditions = checkpoints["condition"].unique(maintain_order=True).to_list()
     paired = paired_differences(samples, comparison_pairs(arms, conditions), resamples=resamples, seed=seed)
-    training = training_frame(
-        {key: read_artifact(p, schema=TRAIN_LOG_SCHEMA, artifact="train_log") for key, p in train_logs.items()}
-    )
     page = render_report(
         checkpoints=checkpoints,
-        training=training,
+        training=training_frame(logs),
         paired=paired,
-        premise=json.loads(premise.read_text()),
+        premise=premise_table,
         arms=arms,
         layout=config["contexts"]["layout"],
-        advantages=pl.read_parquet(advantages),
+        advantages=aggregates,
         advantage_figure_png=advantage_figure_png.read_bytes(),
         advantage_figure_html=_body(advantage_figure_html.read_text()),
-        critiques=pl.concat(
-            [
-                read_artifact(p, schema=CRITIQUES_SCHEMA, artifact="critiques").with_columns(seed=pl.lit(seed_of_run))
-                for p, seed_of_run in critiques.items()
-            ]
-        ),
+        critiques=critique_frame,
         provenance_record=provenance(config, model_dirs),
-        selection=json.loads(selection.read_text()) if selection is not None else None,
+        selection=selection_summary,
     )
     write_text_atomic(page, out)
     table = table_one(checkpoints)

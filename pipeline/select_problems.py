@@ -36,7 +36,7 @@ from pipeline.artifacts import (
     write_json,
 )
 from pipeline.config import CriticSolveConfig, PromptConfig, SelectionFilters, SelectionSamplingConfig
-from pipeline.engines import Completion, SamplingConfig, engine_from_config
+from pipeline.engines import Completion, SamplingConfig, engine_from_config, load_tokenizer
 from pipeline.tasks.solver_format import (
     build_prompts,
     fill_template,
@@ -215,10 +215,8 @@ def sample_solver(
     *, train: Path, eval: Path, model: Path, out: Path, prompt: PromptConfig, cfg: SelectionSamplingConfig
 ) -> dict[str, Any]:
     """``select_problems_solver``: n samples of the base solver per candidate, stored."""
-    from transformers import AutoTokenizer
-
     problems = _read_candidates(train, eval)
-    prompts = build_prompts(problems, AutoTokenizer.from_pretrained(model), prompt)
+    prompts = build_prompts(problems, load_tokenizer(model), prompt)
     sampling = SamplingConfig(
         n=cfg.samples_per_problem, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens
     )
@@ -268,10 +266,8 @@ def critic_prompts(problems: pl.DataFrame, tokenizer: Any, cfg: CriticSolveConfi
 
 def sample_critic(*, train: Path, eval: Path, model: Path, out: Path, cfg: CriticSolveConfig) -> dict[str, Any]:
     """``select_problems_critic``: the critic's own greedy answer to every candidate, stored."""
-    from transformers import AutoTokenizer
-
     problems = _read_candidates(train, eval)
-    prompts, opened = critic_prompts(problems, AutoTokenizer.from_pretrained(model), cfg)
+    prompts, opened = critic_prompts(problems, load_tokenizer(model), cfg)
     sampling = SamplingConfig(n=1, temperature=0.0, max_tokens=cfg.max_tokens)
     completions, startup, seconds = _generate(
         cfg.engine, model, prompts, sampling, 0, where="select_problems.critic.engine"

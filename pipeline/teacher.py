@@ -26,39 +26,15 @@ from pipeline.artifacts import (
     TRACES_SCHEMA,
     model_label,
     read_artifact,
+    teacher_logprobs_schema,
     write_artifact,
 )
 from pipeline.config import TeacherConfig
-from pipeline.engines import Engine, TokenScores, engine_from_config
+from pipeline.engines import Engine, TokenScores, engine_from_config, load_tokenizer
 from pipeline.tasks.token_spans import categorise_tokens, token_char_spans
 
 log = logging.getLogger(__name__)
 STAGE = "precompute_teacher_logprobs"
-
-
-def teacher_logprobs_schema(k: int, dtype: str = "float32") -> pl.Schema:
-    """One row per trace; every list column has the completion's length."""
-    float_type = pl.Float16 if dtype == "float16" else pl.Float32
-    return pl.Schema(
-        {
-            "trace_id": pl.String,
-            "problem_id": pl.String,
-            "condition": pl.String,
-            "round": pl.Int32,
-            "context_kind": pl.String,
-            "is_correct": pl.Boolean,  # the trace's answer is right (distill.skip_correct reads it)
-            "completion_token_ids": pl.List(pl.Int32),
-            # per token: pre_error | first_wrong | after_error | answer, from the critic's first wrong
-            # step (pipeline.tasks.token_spans); distill.token_mask reads it
-            "token_categories": pl.List(pl.String),
-            "topk_ids": pl.List(pl.Array(pl.Int32, k)),
-            "topk_logprobs": pl.List(pl.Array(float_type, k)),
-            "teacher_token_logprobs": pl.List(pl.Float32),
-            "tail_logmass": pl.List(pl.Float32),
-            "student_token_logprobs": pl.List(pl.Float32),
-            "prompt_tokens_dropped": pl.Int32,  # teacher prompt tokens cut by the overflow policy
-        }
-    )
 
 
 def fit_to_window(
@@ -171,8 +147,6 @@ def precompute_teacher_logprobs(
     *, contexts: Path, traces: Path, critiques: Path, model: Path, out: Path, cfg: TeacherConfig
 ) -> dict[str, Any]:
     """Score every (context, trace) pair with the frozen teacher ``model``; write ``out``."""
-    from transformers import AutoTokenizer
-
     context_frame = read_artifact(contexts, schema=CONTEXTS_SCHEMA, artifact="contexts")
     trace_frame = read_artifact(traces, schema=TRACES_SCHEMA, artifact="traces")
     critique_frame = read_artifact(critiques, schema=CRITIQUES_SCHEMA, artifact="critiques")
@@ -183,7 +157,7 @@ def precompute_teacher_logprobs(
         on="trace_id",
         how="left",
     ).join(critique_frame.select("trace_id", "first_wrong_step"), on="trace_id", how="left")
-    rows = rows.with_columns(token_categories(rows, AutoTokenizer.from_pretrained(model)))
+    rows = rows.with_columns(token_categories(rows, load_tokenizer(model)))
     engine = engine_from_config(cfg.engine, model, seed=0, max_logprobs=cfg.top_k, where="teacher.engine")
     try:
         start = time.perf_counter()

@@ -18,7 +18,7 @@ import polars as pl
 
 from pipeline.artifacts import PROBLEMS_SCHEMA, TRACES_SCHEMA, model_label, read_artifact, write_artifact
 from pipeline.config import TracesConfig
-from pipeline.engines import Completion, Engine, SamplingConfig, engine_from_config
+from pipeline.engines import Completion, Engine, SamplingConfig, engine_from_config, load_tokenizer
 from pipeline.tasks.solver_format import build_prompts, parse_response
 from pipeline.tasks.verify import verify_answer
 
@@ -85,13 +85,11 @@ def generate_traces(
     *, problems: Path, model: Path, out: Path, condition: str, round_index: int, cfg: TracesConfig
 ) -> dict[str, float]:
     """Sample this round's traces for ``condition`` from the student ``model``; write ``out``."""
-    from transformers import AutoTokenizer
-
     train = read_artifact(problems, schema=PROBLEMS_SCHEMA, artifact="problems")
     per_round, n = cfg.round_size(condition)
     ids = schedule(train["problem_id"].to_list(), round_index=round_index, per_round=per_round, seed=cfg.seed)
     picked = pl.DataFrame({"problem_id": ids}).unique(maintain_order=True).join(train, on="problem_id", how="left")
-    tokenizer = AutoTokenizer.from_pretrained(model)
+    tokenizer = load_tokenizer(model)
     prompts = build_prompts(picked, tokenizer, cfg.prompt)
 
     engine = engine_from_config(cfg.engine, model, seed=cfg.seed + round_index, where="traces.engine")

@@ -20,9 +20,22 @@ from typing import Any
 import polars as pl
 import torch
 
-from pipeline.artifacts import PROVENANCE_FILE, TRAIN_LOG_SCHEMA, versioned_dir, weights_hash, write_artifact
+from pipeline.artifacts import (
+    PROVENANCE_FILE,
+    TRAIN_LOG_SCHEMA,
+    read_provenance,
+    versioned_dir,
+    weights_hash,
+    write_artifact,
+)
 from pipeline.config import LoraSettings, OptimConfig
-from pipeline.engines.checkpoint import resolve_checkpoint
+from pipeline.engines.checkpoint import (
+    ModelFolderError,
+    adapter_rank,
+    load_adapter,
+    load_tokenizer,
+    resolve_checkpoint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -32,29 +45,27 @@ def training_dtype() -> torch.dtype:
     return torch.bfloat16 if torch.cuda.is_available() else torch.float32
 
 
-def load_tokenizer(model_dir: Path) -> Any:
-    """The tokenizer saved with a model folder or student checkpoint."""
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(model_dir)
-
-
 def load_student(model_dir: Path, lora: LoraSettings | None) -> tuple[Any, Any, Path]:
     """The trainable student and its tokenizer; returns (model, tokenizer, base model folder).
 
     A folder holding a LoRA adapter continues training that adapter on its base; a full-weights
     folder gets a fresh adapter (``lora`` set) or is trained in full (``lora`` None).
     """
-    from peft import LoraConfig, PeftModel, get_peft_model
+    from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     start = time.perf_counter()
     base_dir, adapter_dir = resolve_checkpoint(model_dir)
+    if adapter_dir is not None and lora is not None and adapter_rank(adapter_dir) != lora.r:
+        raise ModelFolderError(
+            f"{adapter_dir}: the LoRA adapter has rank {adapter_rank(adapter_dir)}, but the config trains rank "
+            f"{lora.r}; continuing it would not train the configured student (retrain from the base)"
+        )
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=training_dtype()).to(device)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=training_dtype(), use_safetensors=True).to(device)
     tokenizer = load_tokenizer(model_dir)
     if adapter_dir is not None:
-        model = PeftModel.from_pretrained(model, adapter_dir, is_trainable=True)
+        model = load_adapter(model, adapter_dir, is_trainable=True)
     elif lora is not None:
         config = LoraConfig(
             r=lora.r,
@@ -81,6 +92,7 @@ def save_student(model: Any, tokenizer: Any, out_dir: Path, *, base_dir: Path, d
         provenance = {
             "name": out_dir.name,
             "base_model": str(base_dir),
+            "base_weights_sha256": read_provenance(base_dir)["weights_sha256"],
             "adapter": (version / "adapter_config.json").is_file(),
             **details,
             "weights_sha256": weights_hash(version),

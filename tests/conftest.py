@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -42,9 +43,27 @@ def qwen_model_dir() -> Path:
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 
 
+OFFLINE = ROOT / "tests" / "offline"  # its sitecustomize.py refuses any network but loopback
+NETWORK_LOG = "network_log.jsonl"  # in a DAG's working directory: what the blocker saw
+
+
+def offline_env(log: Path) -> dict[str, str]:
+    """The environment with outbound network refused in every Python process started with it.
+
+    ``tests/offline/sitecustomize.py`` does the blocking and writes ``log``; the libraries' own
+    offline switches (``HF_HUB_OFFLINE`` and friends) are removed, so nothing relies on them.
+    """
+    env = {key: value for key, value in os.environ.items() if not key.endswith("_OFFLINE")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(OFFLINE), os.environ.get("PYTHONPATH")]))
+    env["PIPELINE_NETWORK_LOG"] = str(log)
+    return env
+
+
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the DAG in ``workdir`` with the network blocked (see :func:`offline_env`)."""
     cmd = [SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(workdir), "--cores", "2", *args]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    workdir.mkdir(parents=True, exist_ok=True)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=offline_env(workdir / NETWORK_LOG))
     if check:
         assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
     return out

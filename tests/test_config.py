@@ -170,3 +170,44 @@ def test_shipped_critic_templates_have_their_placeholders(overlay):
     solve = (config.get("select_problems") or {}).get("critic")
     if solve:
         assert "{question}" in solve["prompt_template"]
+
+
+BAD_VALUES = {
+    # wrong types
+    "traces.max_tokens": ("160", r"traces\.max_tokens: '160' is not of type 'integer'"),
+    "experiment.rounds": (1.5, r"experiment\.rounds: 1\.5 is not of type 'integer'"),
+    "experiment.ablations": ("yes", r"experiment\.ablations: 'yes' is not of type 'boolean'"),
+    "distill.optim.lr": ("1e-4", r"distill\.optim\.lr: '1e-4' is not of type 'number'"),
+    # out of range
+    "traces.top_p": (1.5, r"traces\.top_p: 1\.5 is greater than the maximum of 1"),
+    "traces.temperature": (-0.1, r"traces\.temperature: -0\.1 is less than the minimum of 0"),
+    "experiment.rounds#0": (0, r"experiment\.rounds: 0 is less than the minimum of 1"),
+    "evaluate.samples_per_problem": (0, r"evaluate\.samples_per_problem: 0 is less than the minimum of 1"),
+    # empty or repeated arm lists
+    "experiment.conditions": ([], r"experiment\.conditions: \[\] should be non-empty"),
+    "experiment.conditions#dup": (["grpo", "grpo"], r"experiment\.conditions: \['grpo', 'grpo'\] has non-unique"),
+    "experiment.conditions#typo": (["critque"], r"experiment\.conditions\.0: 'critque' is not one of"),
+}
+
+
+@pytest.mark.parametrize("key", list(BAD_VALUES))
+def test_a_wrong_type_out_of_range_value_or_empty_arm_list_names_the_key(config, key):
+    value, message = BAD_VALUES[key]
+    *parents, leaf = key.split("#")[0].split(".")
+    section = config
+    for name in parents:
+        section = section[name]
+    section[leaf] = value
+    with pytest.raises(ConfigError, match=message):
+        validate_config(config)
+
+
+def test_typed_configs_name_the_key_of_a_value_the_schema_let_through(config):
+    from pipeline.config import DistillConfig, OptimConfig, TracesConfig
+
+    with pytest.raises(ConfigError, match="batch_size must be a multiple of micro_batch_size"):
+        from_params(OptimConfig, {"batch_size": 6, "micro_batch_size": 4})
+    with pytest.raises(ConfigError, match=r"distill\.optim: unknown key\(s\) learning_rate"):
+        from_params(DistillConfig, {"optim": {"learning_rate": 1.0}}, where="distill")
+    with pytest.raises(ConfigError, match=r"traces\.engine\.backend: 'tgi' is not one of"):
+        from_params(TracesConfig, {**config["traces"], "engine": {"backend": "tgi"}}, where="traces")

@@ -1,3 +1,5 @@
+import dataclasses
+
 import polars as pl
 import pytest
 
@@ -382,3 +384,102 @@ def test_a_rewrite_that_keeps_every_step_of_a_wrong_trace_is_not_a_correct_verdi
         rewrite, completion=trace, finish_reason="stop", is_correct=False, fallback="skip", reference="r", answer="2"
     )
     assert review.parse_error is None and review.verdict == "wrong" and review.first_wrong_step is None
+
+
+class FakeCritic:
+    """An engine that answers the i-th critic prompt with ``outputs[i]``."""
+
+    name = "fake"
+    startup_s = 0.0
+
+    def __init__(self, outputs):
+        self.outputs = outputs
+
+    def generate(self, prompts, sampling):
+        from pipeline.engines import Completion
+
+        assert len(prompts) == len(self.outputs) and sampling.temperature == 0.0
+        return [[Completion(text, [1] * max(1, len(text) // 4), [-1.0], "stop")] for text in self.outputs]
+
+    def close(self):
+        pass
+
+
+# what a misbehaving critic model writes, and how each row must end (parse_error, usable rewrite?)
+LEAK = (
+    "<step_1> The answer will be 8. 33 - 19 = 14 </step_1>\n<step_2> 14 / 2 = 7 </step_2>\n"
+    "<step_3> 49 + 7 = 56 </step_3>\n<step_4> 56 / 7 = 8 </step_4>\n<answer> 8 </answer>"
+)
+MISBEHAVIOUR = {
+    "valid": (RECORDED["valid"], None),
+    "garbage": ("\x00\ufffd}{<step_x>>>#### ??? \U0001f4a5" * 20, "no_steps"),
+    "nothing": ("", "empty"),
+    "whitespace": ("  \n\t ", "empty"),
+    "prose, no tags": ("First 33 - 19 = 14, then 14 / 2 = 7, 7 + 49 = 56 and 56 / 7 = 8. The answer is 8.", "no_steps"),
+    "steps, no answer tag": ("<step_1> 33 - 19 = 14 </step_1>\n<step_2> 14 / 2 = 7 </step_2>", "no_answer"),
+    "thinking never closed": ("<think> let me see, 33 - 19 is", "think_only"),
+    "wrong final answer": (GOOD.replace("<answer> 8 </answer>", "<answer> 9 </answer>"), "wrong_answer"),
+    "huge garbage": ("blah " * 50_000, "no_steps"),
+    "answer leaked": (LEAK, None),
+}
+
+
+@pytest.mark.parametrize("fallback", ["reference", "skip"])
+def test_a_misbehaving_llm_critic_is_recorded_row_by_row_and_never_crashes_the_stage(
+    tiny_model_dir, tmp_path, monkeypatch, fallback
+):
+    """garbage, nothing, a rewrite without tags, a wrong or leaking rewrite: through query_critic and contexts."""
+    import yaml
+
+    from pipeline import critic
+    from pipeline.artifacts import CONTEXTS_SCHEMA, PROBLEMS_SCHEMA, TRACES_SCHEMA, read_artifact, write_artifact
+    from pipeline.config import ContextsConfig, PromptConfig, from_params
+    from pipeline.contexts import build_teacher_contexts
+    from pipeline.engines import Completion
+    from pipeline.traces import traces_frame
+    from tests.conftest import DEFAULT_CONFIG
+
+    cases = list(MISBEHAVIOUR)
+    problem = {"question": "Q?", "answer": "8", "reference": "We start with 33.", "source": "arith"}
+    problems = pl.DataFrame(
+        [{"problem_id": "p", "split": "train", **problem, "verifier": "exact", "num_steps": 4, "steps": CHAIN}],
+        schema=PROBLEMS_SCHEMA,
+    )
+    problems_path = write_artifact(
+        problems, tmp_path / "p.parquet", schema=PROBLEMS_SCHEMA, artifact="problems", stage="t"
+    )
+    prompts = problems.select("problem_id", "answer", "verifier").with_columns(
+        user_message=pl.lit("u"), prompt=pl.lit("q"), prompt_token_ids=pl.lit([1], dtype=pl.List(pl.Int32))
+    )
+    wrong = Completion(WRONG, [5] * 8, [-1.0] * 8, "stop")
+    frame = traces_frame(prompts, [[wrong] * len(cases)], condition="shared", round_index=0)
+    traces = write_artifact(frame, tmp_path / "t.parquet", schema=TRACES_SCHEMA, artifact="traces", stage="t")
+    outputs = [MISBEHAVIOUR[case][0] for case in cases]
+    monkeypatch.setattr(critic, "engine_from_config", lambda *args, **kwargs: FakeCritic(outputs))
+    cfg = dataclasses.replace(llm_cfg(), fallback=fallback)
+    stats = critic.query_critic(
+        traces=traces, problems=problems_path, out=tmp_path / "c.parquet", cfg=cfg, critic_model=tiny_model_dir
+    )
+    critiques = read_artifact(tmp_path / "c.parquet", schema=CRITIQUES_SCHEMA, artifact="critiques")
+    by_case = dict(zip(cases, critiques.iter_rows(named=True)))
+    for case, (raw, error) in MISBEHAVIOUR.items():
+        row = by_case[case]
+        assert row["parse_error"] == error and row["critic_output"] == raw, case
+        if error is None:
+            assert row["fallback"] is None and parse_response(row["critique_text"]).format_ok, case
+        else:
+            assert row["fallback"] == fallback and row["verdict"] == "wrong", case
+            assert row["critique_text"] == ("We start with 33." if fallback == "reference" else None), case
+    assert by_case["answer leaked"]["answer_leak"] and not by_case["valid"]["answer_leak"]
+    assert stats["parse_errors"] == 8 and stats["leak_rate"] == 0.5  # of the two usable rewrites, one leaks
+    # the contexts stage takes what the critic stage recorded: the fallback (or no row), and the leak flag
+    config = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    context_stats = build_teacher_contexts(
+        traces=traces, critiques=tmp_path / "c.parquet", problems=problems_path, model=tiny_model_dir,
+        out=tmp_path / "x.parquet", condition="shared", kind="critique",
+        cfg=from_params(ContextsConfig, config["contexts"]), prompt=from_params(PromptConfig, config["traces"]["prompt"]),
+    )  # fmt: skip
+    contexts = read_artifact(tmp_path / "x.parquet", schema=CONTEXTS_SCHEMA, artifact="contexts")
+    assert context_stats["skipped_no_context"] == (8 if fallback == "skip" else 0)
+    leaked = contexts.filter(pl.col("trace_id") == by_case["answer leaked"]["trace_id"])
+    assert leaked["answer_leak"].to_list() == [True]

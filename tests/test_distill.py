@@ -218,3 +218,36 @@ def test_training_rows_find_the_format_tokens_with_the_tokenizer(tiny_model_dir)
     kept = "".join(tokenizer.decode([i]) for i, m in zip(ids, rows["loss_mask"][0]) if m)
     assert "step" not in kept and "answer" not in kept and "<" not in kept
     assert "2 + 3 = 5" in kept.replace("  ", " ")
+
+
+def test_a_round_with_no_usable_trace_saves_the_student_unchanged_and_logs_no_step(tiny_model_dir, tmp_path):
+    """Zero traces, or only empty completions: a 0-step log and the same weights, so later rounds go on."""
+    from pipeline.artifacts import (
+        TRACES_SCHEMA,
+        TRAIN_LOG_SCHEMA,
+        read_artifact,
+        teacher_logprobs_schema,
+        write_artifact,
+    )
+    from pipeline.distill import distill_student
+
+    empty_completion = stored_teacher(tiny_model_dir, n=2).drop("prompt_token_ids", "completion_logprobs", "loss_mask")
+    empty_completion = empty_completion.with_columns(
+        completion_token_ids=pl.lit([], dtype=pl.List(pl.Int32)), token_categories=pl.lit([], dtype=pl.List(pl.String))
+    )
+    for name, teacher in (("none", teacher_logprobs_schema(16).to_frame()), ("empty", empty_completion)):
+        paths = {
+            "teacher_logprobs": write_artifact(
+                teacher, tmp_path / f"{name}-t.parquet", schema=teacher_logprobs_schema(16), artifact="t", stage="t"
+            ),
+            "traces": write_artifact(
+                TRACES_SCHEMA.to_frame(), tmp_path / f"{name}-tr.parquet", schema=TRACES_SCHEMA, artifact="t", stage="t"
+            ),
+        }
+        out_model, out_log = tmp_path / name / "round_1", tmp_path / name / "log.parquet"
+        stats = distill_student(
+            **paths, student=tiny_model_dir, out_model=out_model, out_log=out_log, cfg=DistillConfig(lora=None)
+        )
+        assert stats["steps"] == 0 and stats["traces"] == 0 and stats["traces_without_loss"] == teacher.height
+        assert read_artifact(out_log, schema=TRAIN_LOG_SCHEMA, artifact="train_log").height == 0
+        assert read_provenance(out_model)["weights_sha256"] == weights_hash(tiny_model_dir)

@@ -52,3 +52,51 @@ def test_training_raises_the_rewarded_completion_and_lowers_the_other(tiny_model
     after = [sequence_logprob(model, [5, 6, 7], c) for c in ([20, 21, 22], [30, 31, 32])]
     assert after[0] > before[0] and after[1] < before[1]
     assert log["mean_reward"][0] == 0.75 and log["kl"][0] == 0.0 and log["kl"][-1] > 0  # the k3 KL grows from 0
+
+
+def one_row(schema: pl.Schema, **values) -> pl.DataFrame:
+    """A one-row frame of ``schema``: ``values`` where given, null elsewhere."""
+    return pl.DataFrame([{name: values.get(name) for name in schema}], schema=schema)
+
+
+def test_empty_completions_and_a_round_with_no_usable_trace(tiny_model_dir, tmp_path):
+    """An empty completion carries no loss; a round of only those saves the student unchanged with a 0-step log."""
+    from pipeline.artifacts import (
+        CRITIQUES_SCHEMA,
+        TRACES_SCHEMA,
+        TRAIN_LOG_SCHEMA,
+        read_artifact,
+        read_provenance,
+        weights_hash,
+        write_artifact,
+    )
+    from pipeline.grpo import train_grpo
+
+    traces, critiques = group_data(tiny_model_dir)
+    traces = traces.with_columns(
+        completion_token_ids=pl.Series([[20, 21], [], [], []], dtype=pl.List(pl.Int32)),
+        completion_logprobs=pl.Series([[-1.0, -1.0], [], [], []], dtype=pl.List(pl.Float32)),
+    )
+    assert grpo_rows(traces, critiques, GrpoConfig())["trace_id"].to_list() == ["a"]
+    empty = one_row(TRACES_SCHEMA, trace_id="b", problem_id="p1", completion_token_ids=[])
+    reward = one_row(CRITIQUES_SCHEMA, trace_id="b", reward=1.0)
+    for name, (trace_frame, critique_frame) in {
+        "none": (TRACES_SCHEMA.to_frame(), CRITIQUES_SCHEMA.to_frame()),
+        "empty": (empty, reward),
+    }.items():
+        paths = {
+            "traces": write_artifact(
+                trace_frame, tmp_path / f"{name}-t.parquet", schema=TRACES_SCHEMA, artifact="t", stage="t"
+            ),
+            "critiques": write_artifact(
+                critique_frame, tmp_path / f"{name}-c.parquet", schema=CRITIQUES_SCHEMA, artifact="c", stage="t"
+            ),
+        }
+        out_model, out_log = tmp_path / name / "round_1", tmp_path / name / "log.parquet"
+        stats = train_grpo(
+            **paths, student=tiny_model_dir, initial=tiny_model_dir, out_model=out_model, out_log=out_log,
+            cfg=GrpoConfig(lora=None),
+        )  # fmt: skip
+        assert stats["steps"] == 0 and stats["traces"] == 0 and stats["mean_reward"] == 0.0
+        assert read_artifact(out_log, schema=TRAIN_LOG_SCHEMA, artifact="train_log").height == 0
+        assert read_provenance(out_model)["weights_sha256"] == weights_hash(tiny_model_dir)

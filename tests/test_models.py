@@ -2,19 +2,21 @@ import hashlib
 import json
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
 from pipeline.artifacts import read_provenance
 from pipeline.config import ModelSpec
 from pipeline.models import GgufSource, ModelSourceError, gguf_part_paths, join_parts, prepare_model
-from tests.conftest import ROOT
+from tests.conftest import ROOT, offline_env
 
 QUESTION = "A farm has 3 apples. Then 5 more apples arrive. How many apples are there at the end?"
 
 
 def generate_in_subprocess(model_dir, engine: str, max_tokens: int = 24) -> dict:
-    """Run the engine CLI in a fresh process (vLLM spawns workers and needs a clean exit)."""
+    """Run the engine CLI in a fresh process (vLLM spawns workers and needs a clean exit), network blocked."""
     cmd = [
         sys.executable,
         "-m",
@@ -28,8 +30,12 @@ def generate_in_subprocess(model_dir, engine: str, max_tokens: int = 24) -> dict
     ]
     if engine == "vllm":
         cmd.append("--eager")
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900)
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "network.jsonl"
+        out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900, env=offline_env(log))
+        seen = [json.loads(line) for line in log.read_text().splitlines()]
     assert out.returncode == 0, out.stderr[-3000:]
+    assert seen and [e for e in seen if e["event"] != "loaded"] == []  # vLLM's address probe included
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -107,3 +113,23 @@ def test_qwen_loads_and_generates_with_transformers_and_vllm(qwen_model_dir):
     vllm = generate_in_subprocess(qwen_model_dir, "vllm")
     assert hf["text"].startswith("<step_1>"), hf["text"]
     assert vllm["token_ids"][:12] == hf["token_ids"][:12]  # greedy fp32 agrees on the opening tokens
+
+
+def test_a_prepared_folder_and_a_saved_student_follow_the_umask(tmp_path):
+    import os
+
+    from pipeline.config import LoraSettings
+    from pipeline.training import load_student, save_student
+
+    old = os.umask(0o027)
+    try:
+        model_dir = tmp_path / "tiny"
+        prepare_model(out_dir=model_dir, name="tiny", spec=ModelSpec(source="tiny", seed=0))
+        model, tokenizer, base = load_student(model_dir, LoraSettings(r=4, alpha=8))
+        save_student(model, tokenizer, tmp_path / "round_1", base_dir=base, details={})
+    finally:
+        os.umask(old)
+    for folder in (model_dir, (tmp_path / "round_1").resolve()):
+        modes = {p.name: oct(p.stat().st_mode & 0o777) for p in folder.iterdir()}
+        assert set(modes.values()) == {"0o640"}, modes  # safetensors alone would write the weights 0600
+        assert oct(folder.stat().st_mode & 0o777) == "0o750"

@@ -145,3 +145,53 @@ def test_max_rows_reads_only_the_first_rows(tmp_path):
     cfg = ProblemsConfig(source="dataset", seed=0, n_train=1, n_eval=1, dataset=source)
     out = {name: tmp_path / f"{name}.parquet" for name in ("train", "eval", "rejects")}
     assert prepare_problems(**out, cfg=cfg) == {"train": 1, "eval": 1, "rejects": 1}
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "csv"])
+def test_a_file_that_is_not_utf8_is_named_with_its_line_and_nothing_is_written(tmp_path, suffix):
+    from pipeline.problems import ProblemSourceError
+
+    data = tmp_path / f"latin1.{suffix}"
+    if suffix == "jsonl":
+        lines = [json.dumps({"q": "What is 2 + 3?", "a": "5"}), '{"q": "Caf\xe9: what is 1 + 1?", "a": "2"}']
+    else:
+        lines = ["q,a", "What is 2 + 3?,5", "Caf\xe9: what is 1 + 1?,2"]
+    data.write_bytes("\n".join(lines).encode("latin-1"))
+    builder = "json" if suffix == "jsonl" else "csv"
+    source = DatasetSource(builder=builder, data_files=(str(data),), question_column="q", answer_column="a")
+    out = {name: tmp_path / f"{name}.parquet" for name in ("train", "eval", "rejects")}
+    with pytest.raises(ProblemSourceError, match=f"{data}: line {len(lines)} is not UTF-8 .*Caf.*xe9"):
+        prepare_problems(**out, cfg=ProblemsConfig(source="dataset", n_train=1, n_eval=1, dataset=source))
+    assert not any(path.exists() for path in out.values())
+
+
+def test_empty_huge_and_odd_text_and_non_numeric_exact_answers_are_rejected_with_reasons(tmp_path):
+    rows = [
+        {"q": "What is 2 + 3?", "a": "5"},
+        {"q": "   \n\t ", "a": "1"},  # whitespace only
+        {"q": "What is 7 + 1?" + " and then?" * 10_000, "a": "8"},  # ~100k characters
+        {"q": "What is 6 / 2?", "a": "three"},  # exact verifier, no number
+        {"q": "What is 6 / 2?", "a": ""},  # empty answer
+        {"q": "Combien font 2 \u00d7 4 ? \U0001f34e\u200b", "a": "8"},  # non-ASCII UTF-8 is fine
+        {"q": "what is 2 + 3?", "a": "5"},  # a duplicate question
+        {"q": "What is 9 - 4?", "a": "5"},
+    ]
+    data = tmp_path / "odd.jsonl"
+    data.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), encoding="utf-8")
+    source = DatasetSource(
+        builder="json", data_files=(str(data),), question_column="q", answer_column="a", verifier="exact"
+    )
+    out = {name: tmp_path / f"{name}.parquet" for name in ("train", "eval", "rejects")}
+    counts = prepare_problems(**out, cfg=ProblemsConfig(source="dataset", n_train=5, n_eval=1, dataset=source))
+    rejects = read_artifact(out["rejects"], schema=REJECTS_SCHEMA, artifact="rejects")
+    assert dict(zip(rejects["row_index"], rejects["reason"])) == {
+        1: "no question",
+        2: "question too long",
+        3: "unparsable answer",
+        4: "no answer",
+        6: "duplicate question",
+    }
+    assert counts == {"train": 2, "eval": 1, "rejects": 5}
+    kept = pl.concat([read_artifact(out[s], schema=PROBLEMS_SCHEMA, artifact="problems") for s in ("train", "eval")])
+    assert "Combien font 2 \u00d7 4 ? \U0001f34e\u200b" in kept["question"].to_list()
+    assert kept["problem_id"].n_unique() == kept.height  # ids are unique by construction

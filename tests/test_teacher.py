@@ -81,3 +81,11 @@ def test_float16_storage_and_full_vocab(engine):
     full, _ = score_rows(engine, frame, TeacherConfig(top_k=10**6, engine=EngineConfig(backend="transformers")))
     probs = np.exp(np.array(full["topk_logprobs"][0].to_list(), dtype=np.float64)).sum(-1)
     np.testing.assert_allclose(probs, 1.0, atol=1e-5)  # k = vocab reproduces the full softmax
+
+
+def test_a_round_of_only_empty_or_overlong_traces_stores_an_empty_frame_of_the_right_k(engine):
+    frame = rows([[5, 6], [7]], [[], [10] * 9], [[1, 5, 6], [2, 7]])
+    cfg = TeacherConfig(top_k=8, engine=EngineConfig(backend="transformers", max_model_len=8))
+    out, counts = score_rows(engine, frame, cfg)
+    assert out.height == 0 and out.schema == teacher_logprobs_schema(8)
+    assert counts == {"empty_completion": 1, "overflow_skipped": 1, "truncated": 0}

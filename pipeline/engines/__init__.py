@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pipeline.config import EngineConfig
 from pipeline.engines.base import Completion, Engine, SamplingConfig, TokenScores
+from pipeline.engines.checkpoint import load_tokenizer
 
 EngineName = Literal["transformers", "vllm", "server"]
 
@@ -19,6 +20,7 @@ __all__ = [
     "TokenScores",
     "engine_from_config",
     "load_engine",
+    "load_tokenizer",
     "sample_model",
 ]
 

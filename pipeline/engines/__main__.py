@@ -22,12 +22,10 @@ def main() -> None:
     parser.add_argument("--eager", action="store_true", help="vLLM: skip torch.compile (faster start)")
     args = parser.parse_args()
 
-    from transformers import AutoTokenizer
-
-    from pipeline.engines import SamplingConfig, load_engine
+    from pipeline.engines import SamplingConfig, load_engine, load_tokenizer
     from pipeline.tasks.solver_format import render_chat_prompt, solver_user_message
 
-    tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
+    tokenizer = load_tokenizer(args.model_dir)
     prompt = render_chat_prompt(tokenizer, solver_user_message(args.question))
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     options = {"max_model_len": 2048, "enforce_eager": args.eager} if args.engine == "vllm" else {}

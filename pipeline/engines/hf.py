@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from pipeline.engines.base import Completion, SamplingConfig, TokenScores, check_lengths
-from pipeline.engines.checkpoint import resolve_checkpoint
+from pipeline.engines.checkpoint import load_adapter, load_tokenizer, resolve_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -50,17 +50,15 @@ class HFEngine:
         max_batch_rows: int = 64,
         share_prefix: bool = True,
     ) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
         start = time.perf_counter()
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         base_dir, adapter_dir = resolve_checkpoint(model_path)
-        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=getattr(torch, dtype))
+        self.tokenizer = load_tokenizer(model_path)
+        model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=getattr(torch, dtype), use_safetensors=True)
         if adapter_dir is not None:  # a LoRA student: merge for plain-speed inference
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+            model = load_adapter(model, adapter_dir).merge_and_unload()
         self.model = model.to(self.device).eval()
         self.vocab_size = self.model.get_output_embeddings().weight.shape[0]
         self.pad_id = (

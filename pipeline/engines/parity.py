@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.engines.base import SamplingConfig, TokenScores
+from pipeline.engines.checkpoint import load_tokenizer
 
 DTYPES = ("float32", "bfloat16")
 
@@ -92,12 +93,10 @@ def failures(figures: dict[str, float], tolerance: Tolerance) -> list[str]:
 
 def solver_prompts(model: Path, n: int, seed: int = 0) -> list[list[int]]:
     """``n`` chat-formatted solver prompts on seeded ``arith`` problems, as the model's token ids."""
-    from transformers import AutoTokenizer
-
     from pipeline.tasks.arith import ArithSettings, generate_problems
     from pipeline.tasks.solver_format import render_chat_prompt, solver_user_message
 
-    tokenizer = AutoTokenizer.from_pretrained(model)
+    tokenizer = load_tokenizer(model)
     problems = generate_problems(n, seed=f"parity-{seed}", settings=ArithSettings())
     texts = [render_chat_prompt(tokenizer, solver_user_message(p.question)) for p in problems]
     return [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]

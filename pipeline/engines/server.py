@@ -27,7 +27,7 @@ from typing import Any
 
 from pipeline.engines.base import Completion, SamplingConfig, TokenScores, check_lengths
 from pipeline.engines.checkpoint import resolve_checkpoint
-from pipeline.engines.vllm_engine import configure_cpu_env, scores_from_prompt_logprobs
+from pipeline.engines.vllm_engine import configure_cpu_env, scores_from_prompt_logprobs, use_loopback
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +190,7 @@ def launched_server(
     if not torch.cuda.is_available():
         configure_cpu_env(kv_cache_gib=2)
         cmd += ["--dtype", "float32"]  # CPU: fp32, as the in-process engine
+    use_loopback()
     env = dict(os.environ, VLLM_ALLOW_RUNTIME_LORA_UPDATING="True")
     base_url = f"http://127.0.0.1:{port}"
     with open(log_path, "w") as log_file:

@@ -68,6 +68,16 @@ def deterministic_scheduling() -> Iterator[None]:
             os.environ[key] = old
 
 
+def use_loopback() -> None:
+    """Have vLLM's processes address each other on loopback unless the user set ``VLLM_HOST_IP``.
+
+    Without it vLLM finds the host's address by opening a UDP socket to 8.8.8.8 (no packet is sent,
+    but on a machine without a network it is an attempt, and a multi-process engine would listen on
+    that address). The pipeline runs one node, so loopback is always right.
+    """
+    os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
+
+
 class VLLMEngine:
     """``vllm.LLM`` with token-id prompts."""
 
@@ -88,6 +98,7 @@ class VLLMEngine:
         tensor_parallel_size: int = 1,
     ) -> None:
         gpu = _on_gpu()
+        use_loopback()
         if not gpu:
             configure_cpu_env(kv_cache_gib)
         from vllm import LLM

@@ -17,8 +17,10 @@ _DERIVES = r"(?:=|\bgives|\bleaves|\bmakes|\bequals|\bresults in)\s*\$?\s*"
 _TAGS_RE = re.compile(r"</?step_\d+>|</?answer>")
 _STEP_SPAN_RE = re.compile(r"<step_(\d+)>.*?</step_\1>", re.DOTALL)
 # An operand expression written immediately before "=" on one line: digits, operators, brackets and
-# LaTeX commands (\frac{84}{2} = 42). Its numbers are operands, not statements of the result.
-_OPERANDS_RE = re.compile(r"(?:[0-9 \t.,+\-*/x×÷·^()\[\]{}$]|\\[A-Za-z]+)+(?==)")
+# LaTeX commands (\frac{84}{2} = 42). Its numbers are operands, not statements of the result. A
+# point or comma belongs to an operand only inside a number (3.5, 1,200): "... be 8. 33 - 19 = 14"
+# ends a sentence that states 8 before the operands start.
+_OPERANDS_RE = re.compile(r"(?:[0-9]+(?:[.,][0-9]+)*|[ \t+\-*/x×÷·^()\[\]{}$]|\\[A-Za-z]+)+(?==)")
 _NUMBER_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
 

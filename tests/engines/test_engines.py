@@ -9,7 +9,7 @@ import torch
 from pipeline.engines import SamplingConfig
 from pipeline.engines.base import tail_logmass_from_topk
 from pipeline.engines.hf import HFEngine
-from tests.conftest import ROOT
+from tests.conftest import ROOT, offline_env
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +81,10 @@ def test_vllm_and_transformers_agree_on_topk_logprobs(hf, tiny_model_dir, tmp_pa
     )
     result = tmp_path / "result.npz"
     cmd = [sys.executable, str(ROOT / "tests/engines/vllm_worker.py"), str(tiny_model_dir), str(request), str(result)]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900)
+    network_log = tmp_path / "network.jsonl"
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900, env=offline_env(network_log))
     assert out.returncode == 0, out.stderr[-3000:]
+    assert [e for e in map(json.loads, network_log.read_text().splitlines()) if e["event"] != "loaded"] == []
     got = np.load(result)
     for i, reference in enumerate(hf.score(prompts, completions, top_k=20)):
         np.testing.assert_allclose(got[f"{i}_token_logprobs"], reference.token_logprobs, atol=1e-4)
@@ -97,9 +99,15 @@ def test_vllm_and_transformers_agree_on_topk_logprobs(hf, tiny_model_dir, tmp_pa
 
 
 @pytest.mark.slow
-def test_server_engine_matches_in_process_and_serves_a_lora_student(hf, tiny_model_dir, tmp_path):
-    """A real vLLM OpenAI-compatible server on loopback: scores, greedy text, and a runtime adapter."""
+def test_server_engine_matches_in_process_and_serves_a_lora_student(hf, tiny_model_dir, tmp_path, monkeypatch):
+    """A real vLLM OpenAI-compatible server on loopback: scores, greedy text, and a runtime adapter.
+
+    The server runs with the network blocked, asks for none, and every socket its processes listen
+    on is on loopback.
+    """
     import socket
+
+    import psutil  # a dependency of vllm
 
     from pipeline.config import LoraSettings
     from pipeline.engines.server import ServerEngine, launched_server
@@ -117,9 +125,21 @@ def test_server_engine_matches_in_process_and_serves_a_lora_student(hf, tiny_mod
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     prompts, completions = [[5, 6, 7, 8, 9] * 4], [[20, 21, 22, 23]]
+    network_log = tmp_path / "network.jsonl"
+    for key, value in offline_env(network_log).items():
+        monkeypatch.setenv(key, value)  # the server inherits it
     with launched_server(
         tiny_model_dir, port=port, log_path=tmp_path / "server.log", max_model_len=512, lora_rank=8
     ) as url:
+        servers = [p for p in psutil.process_iter(["cmdline"]) if f"{port}" in (p.info["cmdline"] or [])]
+        tree = [*servers, *(child for p in servers for child in p.children(recursive=True))]
+        listening = {
+            (c.laddr.ip, c.laddr.port)
+            for p in tree
+            for c in p.net_connections("inet")
+            if c.status == psutil.CONN_LISTEN
+        }
+        assert (("127.0.0.1", port) in listening) and {ip for ip, _ in listening} == {"127.0.0.1"}, listening
         base_engine = ServerEngine(tiny_model_dir, base_url=url)
         (got,) = base_engine.score(prompts, completions, top_k=5)
         (want,) = hf.score(prompts, completions, top_k=5)
@@ -132,3 +152,5 @@ def test_server_engine_matches_in_process_and_serves_a_lora_student(hf, tiny_mod
         (want_adapted,) = HFEngine(student, seed=0).score(prompts, completions, top_k=5)
         np.testing.assert_allclose(adapted.token_logprobs, want_adapted.token_logprobs, atol=1e-4)
         assert np.abs(adapted.token_logprobs - got.token_logprobs).max() > 1e-3
+    seen = [json.loads(line) for line in network_log.read_text().splitlines()]
+    assert seen and [e for e in seen if e["event"] != "loaded"] == []

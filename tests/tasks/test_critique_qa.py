@@ -76,3 +76,11 @@ def test_a_final_answer_no_step_derives_is_a_leak():
         "<step_1> 2 * 2 = 4 </step_1>\n<step_2> 4 * 1 = 4 </step_2>\n<step_3> 4 * 2 = 8 </step_3>\n<answer> 8 </answer>"
     )
     assert not answer_leak(extended, "8")  # derived by the last step
+
+
+def test_an_answer_stated_in_the_sentence_before_an_equation_is_a_leak():
+    rest = "<step_2> 14 / 2 = 7 </step_2>\n<step_3> 7 + 1 = 8 </step_3>\n<answer> 8 </answer>"
+    assert answer_leak("<step_1> The answer will be 8. 33 - 19 = 14 </step_1>\n" + rest, "8")
+    assert not answer_leak("<step_1> 33 - 19 = 14 </step_1>\n" + rest, "8")
+    assert not answer_leak("<step_1> 1,200 - 1,192 = 8 </step_1>\n<answer> 8 </answer>", "8")  # operands stay operands
+    assert not answer_leak("<step_1> 8.5 - 0.5 = 8 </step_1>\n<answer> 8 </answer>", "8")

@@ -28,6 +28,9 @@ def test_parse_number(text, value):
         ("26", "27", False),
         ("", "27", False),
         (None, "27", False),
+        ("twenty-seven", "27", False),  # a non-numeric answer is wrong, not an error
+        ("27", "twenty-seven", False),  # so is any answer to a non-numeric truth (prepare_problems rejects those)
+        ("\ufffd\x00 27" * 50_000, "27", True),  # huge or odd text: the last number counts
     ],
 )
 def test_exact(predicted, truth, ok):
