@@ -14,15 +14,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
-import struct
 from collections.abc import Mapping
 from pathlib import Path
 
 import polars as pl
 
 from pipeline.config import EngineConfig, LoraSettings, OptimConfig
-from pipeline.engines.checkpoint import resolve_checkpoint
+from pipeline.engines.checkpoint import resolve_checkpoint, safetensors_header, weight_files
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class ModelSize:
         base_dir, _ = resolve_checkpoint(model_dir)
         config = json.loads((base_dir / "config.json").read_text())
         config = config.get("text_config", config)
-        files = sorted(base_dir.glob("*.safetensors"))
+        files = weight_files(base_dir)
         if not files:
             raise FileNotFoundError(f"{base_dir}: no .safetensors weights to size")
         heads = config["num_attention_heads"]
@@ -96,17 +96,7 @@ class ModelSize:
 
 def safetensors_params(path: Path) -> int:
     """Parameters in a safetensors file, from its header alone."""
-    with open(path, "rb") as f:
-        (length,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(length))
-    total = 0
-    for name, entry in header.items():
-        if name != "__metadata__":
-            count = 1
-            for dim in entry["shape"]:
-                count *= dim
-            total += count
-    return total
+    return sum(math.prod(entry["shape"]) for entry in safetensors_header(path)[1].values())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,6 +217,7 @@ def available_bytes() -> int:
 
 
 def on_gpu() -> bool:
+    """Whether this process sees a CUDA device."""
     import torch
 
     return torch.cuda.is_available()

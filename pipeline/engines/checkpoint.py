@@ -23,11 +23,10 @@ class ModelFolderError(FileNotFoundError):
     """A model folder is missing, partial, truncated, or an adapter that does not fit its base."""
 
 
-def check_safetensors(path: Path) -> None:
-    """Raise :class:`ModelFolderError` unless ``path`` is a complete safetensors file.
+def safetensors_header(path: Path) -> tuple[int, dict[str, Any]]:
+    """The header length and header (tensor name -> dtype, shape, byte range) of a safetensors file.
 
-    Reads only the header: its tensors' byte ranges must end exactly at the end of the file, so a
-    truncated copy is caught without hashing the weights.
+    Raises :class:`ModelFolderError` when ``path`` has no readable header.
     """
     size = path.stat().st_size
     with open(path, "rb") as f:
@@ -39,12 +38,24 @@ def check_safetensors(path: Path) -> None:
             header = json.loads(f.read(length))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ModelFolderError(f"{path}: not a safetensors file (unreadable header: {exc})") from exc
-    end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    return length, {name: entry for name, entry in header.items() if name != "__metadata__"}
+
+
+def check_safetensors(path: Path) -> None:
+    """Raise :class:`ModelFolderError` unless ``path`` is a complete safetensors file.
+
+    Reads only the header: its tensors' byte ranges must end exactly at the end of the file, so a
+    truncated copy is caught without hashing the weights.
+    """
+    size = path.stat().st_size
+    length, header = safetensors_header(path)
+    end = max((t["data_offsets"][1] for t in header.values()), default=0)
     if 8 + length + end != size:
         raise ModelFolderError(f"{path}: truncated or padded: {size} bytes, its header describes {8 + length + end}")
 
 
-def _weight_files(model_dir: Path) -> list[Path]:
+def weight_files(model_dir: Path) -> list[Path]:
+    """The safetensors files of a model folder (from its shard index when it has one)."""
     index = model_dir / "model.safetensors.index.json"
     if index.is_file():
         return [model_dir / name for name in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
@@ -66,7 +77,7 @@ def check_model_dir(model_dir: str | Path) -> None:
         raise ModelFolderError(f"{model_dir}: not a model folder (no config.json); {hint}")
     if not any((model_dir / name).is_file() for name in TOKENIZER_FILES):
         raise ModelFolderError(f"{model_dir}: no tokenizer ({' or '.join(TOKENIZER_FILES)}); {hint}")
-    weights = [model_dir / ADAPTER_WEIGHTS] if adapter else _weight_files(model_dir)
+    weights = [model_dir / ADAPTER_WEIGHTS] if adapter else weight_files(model_dir)
     if not weights:
         pickled = sorted(p.name for p in model_dir.glob("*.bin"))
         extra = f" (only {', '.join(pickled)}: pickle files are not loaded)" if pickled else ""

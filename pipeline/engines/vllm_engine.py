@@ -25,14 +25,9 @@ import numpy as np
 
 from pipeline.engines.base import Completion, SamplingConfig, TokenScores, check_lengths, tail_logmass_from_topk
 from pipeline.engines.checkpoint import adapter_rank, merge_adapter, resolve_checkpoint
+from pipeline.memory import on_gpu
 
 log = logging.getLogger(__name__)
-
-
-def _on_gpu() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def configure_cpu_env(kv_cache_gib: int) -> None:
@@ -97,7 +92,7 @@ class VLLMEngine:
         lora: str = "auto",
         tensor_parallel_size: int = 1,
     ) -> None:
-        gpu = _on_gpu()
+        gpu = on_gpu()
         use_loopback()
         if not gpu:
             configure_cpu_env(kv_cache_gib)
