@@ -82,16 +82,19 @@ def miscalculated_step_rate(texts: Sequence[str]) -> float | None:
     return wrong / checked if checked else None
 
 
+def is_answer_only(text: str) -> bool:
+    """Whether a response gives an answer without writing a single step."""
+    parsed = parse_response(text)
+    return parsed.answer is not None and not parsed.steps
+
+
 def answer_only_rate(texts: Sequence[str]) -> float | None:
     """Share of responses that give an answer without writing a single step (None: no response).
 
     The mark of a student that learned to copy answers rather than to solve: a teacher that sees the
     answer in its context puts mass on answering at once.
     """
-    if not texts:
-        return None
-    parsed = [parse_response(text) for text in texts]
-    return sum(p.answer is not None and not p.steps for p in parsed) / len(parsed)
+    return sum(map(is_answer_only, texts)) / len(texts) if texts else None
 
 
 def bootstrap_ci(values: np.ndarray, *, resamples: int, seed: int, level: float = 0.95) -> np.ndarray:

@@ -54,10 +54,10 @@ def teacher_side(results: Path, kind: str, tokenizer) -> str:
 
 def checkpoint_side(path: Path) -> str:
     """One line per evaluated checkpoint: answer-only share and accuracy with and without steps."""
-    from pipeline.metrics import answer_only_rate
+    from pipeline.metrics import is_answer_only
 
     samples = pl.read_parquet(path)
-    bare = pl.Series([answer_only_rate([text]) == 1.0 for text in samples["completion_text"].to_list()])
+    bare = pl.Series([is_answer_only(text) for text in samples["completion_text"].to_list()])
     stepped = samples.filter(~bare)["is_correct"].mean()
     answered = samples.filter(bare)["is_correct"].mean()
     return (
