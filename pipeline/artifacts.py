@@ -220,6 +220,16 @@ ADVANTAGE_AGGREGATES_SCHEMA = pl.Schema(
 )
 
 
+# One row per scored trace (score_traces): the student side of A_t, shared by every context kind.
+TRACE_SCORES_SCHEMA = pl.Schema(
+    {
+        "trace_id": pl.String,
+        # per completion token: its log-prob under the trace's own no-context prompt, by the teacher's weights
+        "student_token_logprobs": pl.List(pl.Float32),
+    }
+)
+
+
 def teacher_logprobs_schema(k: int, dtype: str = "float32") -> pl.Schema:
     """One row per trace; every list column has the completion's length."""
     float_type = pl.Float16 if dtype == "float16" else pl.Float32
@@ -304,6 +314,7 @@ ARTIFACT_KEYS: dict[str, tuple[str, ...]] = {
     "critiques": ("trace_id",),
     "contexts": ("trace_id", "context_kind"),
     "teacher_logprobs": ("trace_id", "context_kind"),
+    "trace_scores": ("trace_id",),
     "eval_samples": ("problem_id", "sample_idx"),
     "selection_samples": ("problem_id", "sample_idx"),
     "critic_answers": ("problem_id",),

@@ -99,8 +99,8 @@ def stage_tokens(cfg: Mapping[str, Any], lengths: Lengths = Lengths()) -> pl.Dat
         if cfg["critic"]["backend"] == "llm" and sd_arms:
             add("query_critic", when, critic=rewriting * n_sd * rewrite)
         kinds = list(context) if when == "round 0" else sd_arms  # round 0 scores every kind for the analysis
-        teacher = sum(n_sd * (S + context[kind_of.get(k, k)] + L) + n_sd * (S + L) for k in kinds)
-        add("precompute_teacher_logprobs", when, scored=teacher)
+        add("score_traces", when, scored=len(sd_jobs) * n_sd * (S + L))  # the student side, once per traces file
+        add("precompute_teacher_logprobs", when, scored=sum(n_sd * (S + context[kind_of.get(k, k)] + L) for k in kinds))
         add("distill_student", when, trained=len(sd_arms) * n_sd * (S + L))
         if grpo:
             add("train_grpo", when, trained=n_grpo * (S + L))

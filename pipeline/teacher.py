@@ -2,8 +2,9 @@
 
 For every completion token of every trace it stores the teacher's top-k ids and log-probs, the
 realised token's log-prob and the tail log-mass ``log(1 - sum top-k p)``, scored on the teacher
-prompt + the completion at exactly the completion's positions. In the same job, with the same
-weights, it stores the student-side log-prob of each realised token under the no-context prompt, so
+prompt + the completion at exactly the completion's positions. Beside them it stores the
+student-side log-prob of each realised token under the no-context prompt, scored once per traces
+file by ``score_traces`` with the same weights and shared by every context kind, so
 ``A_t = teacher - student`` is exact whatever engine sampled the traces. Every loss variant and the
 advantage analysis read this one artifact; nothing recomputes the teacher.
 """
@@ -23,6 +24,7 @@ import polars as pl
 from pipeline.artifacts import (
     CONTEXTS_SCHEMA,
     CRITIQUES_SCHEMA,
+    TRACE_SCORES_SCHEMA,
     TRACES_SCHEMA,
     model_label,
     read_artifact,
@@ -67,17 +69,12 @@ def _list_of_arrays(blocks: Sequence[np.ndarray], dtype: pl.DataType) -> pl.Seri
 
 
 def teacher_frame(
-    rows: pl.DataFrame,
-    teacher: Sequence[TokenScores],
-    student: Sequence[TokenScores],
-    dropped: Sequence[int],
-    *,
-    k: int,
-    dtype: str,
+    rows: pl.DataFrame, teacher: Sequence[TokenScores], dropped: Sequence[int], *, k: int, dtype: str
 ) -> pl.DataFrame:
     """Assemble the stored artifact from scores; the pure core of the stage.
 
-    ``rows`` holds the ids, ``is_correct``, ``completion_token_ids`` and ``token_categories``.
+    ``rows`` holds the ids, ``is_correct``, ``completion_token_ids``, ``token_categories`` and the
+    student side, ``student_token_logprobs``.
     """
     schema = teacher_logprobs_schema(k, dtype)
     float_type = schema["topk_logprobs"].inner.inner  # type: ignore[union-attr]
@@ -95,7 +92,7 @@ def teacher_frame(
             "topk_logprobs": _list_of_arrays([s.topk_logprobs for s in teacher], float_type),
             "teacher_token_logprobs": pl.Series([s.token_logprobs for s in teacher], dtype=pl.List(pl.Float32)),
             "tail_logmass": pl.Series([s.tail_logmass for s in teacher], dtype=pl.List(pl.Float32)),
-            "student_token_logprobs": pl.Series([s.token_logprobs for s in student], dtype=pl.List(pl.Float32)),
+            "student_token_logprobs": rows["student_token_logprobs"],
             "prompt_tokens_dropped": pl.Series(list(dropped), dtype=pl.Int32),
         },
         schema=schema,
@@ -103,7 +100,7 @@ def teacher_frame(
 
 
 def score_rows(engine: Engine, rows: pl.DataFrame, cfg: TeacherConfig) -> tuple[pl.DataFrame, dict[str, int]]:
-    """Score teacher and student sides for each joined context/trace row, applying the policies."""
+    """Score the teacher side of each joined context/trace/student-score row, applying the policies."""
     keep, teacher_prompts, dropped, counts = [], [], [], {"empty_completion": 0, "overflow_skipped": 0, "truncated": 0}
     for i, row in enumerate(rows.iter_rows(named=True)):
         completion = row["completion_token_ids"]
@@ -116,6 +113,13 @@ def score_rows(engine: Engine, rows: pl.DataFrame, cfg: TeacherConfig) -> tuple[
         if prompt is None or len(row["prompt_token_ids"]) + len(completion) > cfg.engine.max_model_len:
             counts["overflow_skipped"] += 1
             continue
+        student = row["student_token_logprobs"]
+        if student is None or len(student) != len(completion):
+            found = "none" if student is None else f"{len(student)} for its {len(completion)} completion tokens"
+            raise ValueError(
+                f"trace {row['trace_id']}: the student-side scores (score_traces) do not match its traces "
+                f"({found}); were they scored on another traces file or teacher.engine.max_model_len?"
+            )
         counts["truncated"] += cut > 0
         keep.append(i)
         teacher_prompts.append(prompt)
@@ -123,10 +127,7 @@ def score_rows(engine: Engine, rows: pl.DataFrame, cfg: TeacherConfig) -> tuple[
     kept = rows[keep]
     completions = kept["completion_token_ids"].to_list()
     teacher = engine.score(teacher_prompts, completions, top_k=cfg.top_k)
-    student = engine.score(kept["prompt_token_ids"].to_list(), completions, top_k=1)
-    return teacher_frame(
-        kept, teacher, student, dropped, k=min(cfg.top_k, _vocab(teacher)), dtype=cfg.logprob_dtype
-    ), counts
+    return teacher_frame(kept, teacher, dropped, k=min(cfg.top_k, _vocab(teacher)), dtype=cfg.logprob_dtype), counts
 
 
 def _vocab(scores: Sequence[TokenScores]) -> int:
@@ -144,12 +145,23 @@ def token_categories(rows: pl.DataFrame, tokenizer: Any) -> pl.Series:
 
 
 def precompute_teacher_logprobs(
-    *, contexts: Path, traces: Path, critiques: Path, model: Path, out: Path, cfg: TeacherConfig
+    *,
+    contexts: Path,
+    traces: Path,
+    critiques: Path,
+    student_scores: Path,
+    model: Path,
+    out: Path,
+    cfg: TeacherConfig,
 ) -> dict[str, Any]:
-    """Score every (context, trace) pair with the frozen teacher ``model``; write ``out``."""
+    """Score every (context, trace) pair with the frozen teacher ``model``; write ``out``.
+
+    ``student_scores`` is ``score_traces``' artifact for the same traces and weights.
+    """
     context_frame = read_artifact(contexts, schema=CONTEXTS_SCHEMA, artifact="contexts")
     trace_frame = read_artifact(traces, schema=TRACES_SCHEMA, artifact="traces")
     critique_frame = read_artifact(critiques, schema=CRITIQUES_SCHEMA, artifact="critiques")
+    scores_frame = read_artifact(student_scores, schema=TRACE_SCORES_SCHEMA, artifact="trace_scores")
     rows = context_frame.join(
         trace_frame.select(
             "trace_id", "prompt_token_ids", "completion_token_ids", "completion_text", "step_spans", "is_correct"
@@ -157,6 +169,7 @@ def precompute_teacher_logprobs(
         on="trace_id",
         how="left",
     ).join(critique_frame.select("trace_id", "first_wrong_step"), on="trace_id", how="left")
+    rows = rows.join(scores_frame, on="trace_id", how="left")
     rows = rows.with_columns(token_categories(rows, load_tokenizer(model)))
     engine = engine_from_config(cfg.engine, model, seed=0, max_logprobs=cfg.top_k, where="teacher.engine")
     try:

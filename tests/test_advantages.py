@@ -174,16 +174,13 @@ def write_inputs(tmp_path, tokenizer):
             n = len(ids)
             teacher = np.linspace(-1.0, 0.0, n, dtype=np.float32) + k  # A_t = linspace + k - (-1)
             scores.append(TokenScores(np.zeros((n, 1), np.int32), teacher[:, None], teacher, np.zeros(n, np.float32)))
-        student = [
-            TokenScores(s.topk_ids, s.topk_logprobs, np.full(len(s), -1.0, np.float32), s.tail_logmass) for s in scores
-        ]
         frame = teacher_frame(
             kept.with_columns(
                 context_kind=pl.lit(kind),
                 token_categories=pl.col("completion_token_ids").list.eval(pl.lit("pre_error")),
+                student_token_logprobs=pl.col("completion_token_ids").list.eval(pl.lit(-1.0, dtype=pl.Float32)),
             ),
             scores,
-            student,
             [0] * kept.height,
             k=1,
             dtype="float32",

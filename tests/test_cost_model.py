@@ -33,9 +33,11 @@ def test_paper_token_counts_by_hand():
     assert row(table, "generate_traces", "round 0")["solver_decoded"] == (282 + 282 * 8) * 2000
     # the critic rewrites only the critique arm (round 0: the shared traces); GRPO and reference need no rewrite
     assert row(table, "query_critic", "round r>0")["critic_decoded"] == 282 * (4000 + 2000)
-    # teacher + student sides, each arm's context; round 0 scores all four kinds for the analysis
-    later = 282 * (300 + 800 + 2000) + 282 * (300 + 2000) + 282 * (300 + 2000 + 2000) + 282 * (300 + 2000)
+    # the teacher side with each arm's context; the student side once per traces file (each arm's, later rounds)
+    later = 282 * (300 + 800 + 2000) + 282 * (300 + 2000 + 2000)
     assert row(table, "precompute_teacher_logprobs", "round r>0")["scored"] == later
+    assert row(table, "score_traces", "round r>0")["scored"] == 2 * 282 * (300 + 2000)
+    assert row(table, "score_traces", "round 0")["scored"] == 282 * (300 + 2000)  # the shared traces, once
     assert row(table, "distill_student", "round r>0")["trained"] == 2 * 282 * 2300
     assert row(table, "train_grpo", "round r>0")["trained"] == 282 * 8 * 2300
     assert row(table, "evaluate", "round r>0")["solver_decoded"] == 3 * 30 * 12 * 2000

@@ -37,8 +37,9 @@ def stored_teacher(model_dir, n=4, top_k=16, cfg=None):
         },
         schema_overrides={"round": pl.Int32, "completion_token_ids": pl.List(pl.Int32)},
     )
-    teacher, _ = score_rows(engine, rows, TeacherConfig(top_k=top_k, engine=EngineConfig(backend="transformers")))
     generation = [s.token_logprobs.tolist() for s in engine.score(prompts, completions, top_k=1)]
+    rows = rows.with_columns(student_token_logprobs=pl.Series(generation, dtype=pl.List(pl.Float32)))
+    teacher, _ = score_rows(engine, rows, TeacherConfig(top_k=top_k, engine=EngineConfig(backend="transformers")))
     traces = rows.select("trace_id", "prompt_token_ids").with_columns(
         completion_logprobs=pl.Series(generation, dtype=pl.List(pl.Float32))
     )

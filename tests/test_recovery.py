@@ -149,7 +149,7 @@ KILL_SEED = 13
 # Every rule of the smoke DAG, in the order their jobs first start (select_problems_critic needs an LLM critic).
 STAGES = (
     "prepare_model", "prepare_problems", "select_problems_solver", "select_problems", "generate_traces",
-    "evaluate", "query_critic", "build_teacher_contexts", "check_premise", "precompute_teacher_logprobs",
+    "evaluate", "query_critic", "build_teacher_contexts", "check_premise", "score_traces", "precompute_teacher_logprobs",
     "distill_student", "train_grpo", "analyse_advantages", "report",
 )  # fmt: skip
 # Killed once more the moment this output appears: its job has written one of its four files, and

@@ -24,6 +24,7 @@ from pipeline.artifacts import (
     EVAL_SAMPLES_SCHEMA,
     PROBLEMS_SCHEMA,
     SELECTION_SAMPLES_SCHEMA,
+    TRACE_SCORES_SCHEMA,
     TRACES_SCHEMA,
     TRAIN_LOG_SCHEMA,
     ArtifactReadError,
@@ -39,6 +40,7 @@ from pipeline.evaluate import evaluate
 from pipeline.grpo import train_grpo
 from pipeline.premise import check_premise
 from pipeline.report import report
+from pipeline.score_traces import score_traces
 from pipeline.select_problems import sample_critic, sample_solver, select_problems
 from pipeline.teacher import precompute_teacher_logprobs
 from pipeline.traces import generate_traces
@@ -109,8 +111,19 @@ STAGES: dict[str, tuple[dict[str, pl.Schema | None], Callable[[dict[str, Path], 
             cfg=cfg(c.ContextsConfig, CONFIG["contexts"]), prompt=PROMPT,
         ),
     ),
+    "score_traces": (
+        {"traces": TRACES_SCHEMA},
+        lambda i, m, o: score_traces(
+            **i, model=m, out=o / "x.parquet", cfg=cfg(c.EngineConfig, CONFIG["teacher"]["engine"])
+        ),
+    ),
     "precompute_teacher_logprobs": (
-        {"contexts": CONTEXTS_SCHEMA, "traces": TRACES_SCHEMA, "critiques": CRITIQUES_SCHEMA},
+        {
+            "contexts": CONTEXTS_SCHEMA,
+            "traces": TRACES_SCHEMA,
+            "critiques": CRITIQUES_SCHEMA,
+            "student_scores": TRACE_SCORES_SCHEMA,
+        },
         lambda i, m, o: precompute_teacher_logprobs(
             **i, model=m, out=o / "x.parquet", cfg=cfg(c.TeacherConfig, CONFIG["teacher"])
         ),
@@ -222,7 +235,7 @@ def test_a_bad_input_fails_the_stage_naming_the_file(tmp_path, tiny_model_dir, s
 def test_no_stage_reads_parquet_or_json_around_the_checks():
     """Stage modules read artifacts only through pipeline.artifacts (which names the file on any defect)."""
     root = Path(__file__).resolve().parent.parent / "pipeline"
-    stages = ["select_problems", "traces", "critic", "contexts", "teacher", "distill", "grpo"]
+    stages = ["select_problems", "traces", "critic", "contexts", "score_traces", "teacher", "distill", "grpo"]
     stages += ["evaluate", "premise", "advantages", "report"]
     for stage in stages:
         source = (root / f"{stage}.py").read_text()

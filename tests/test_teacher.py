@@ -19,8 +19,10 @@ def engine(tiny_model_dir):
     return HFEngine(tiny_model_dir, seed=0)
 
 
-def rows(prompts, completions, teacher_prompts):
+def rows(prompts, completions, teacher_prompts, student=None):
+    """Joined context/trace rows; ``student``: the student side (score_traces'), default a placeholder per token."""
     n = len(prompts)
+    student = student if student is not None else [[-1.0] * len(c) for c in completions]
     return pl.DataFrame(
         {
             "trace_id": [f"t{i}" for i in range(n)],
@@ -33,17 +35,22 @@ def rows(prompts, completions, teacher_prompts):
             "completion_token_ids": completions,
             "is_correct": [i % 2 == 0 for i in range(n)],
             "token_categories": [["pre_error"] * len(c) for c in completions],
+            "student_token_logprobs": student,
         },
         schema_overrides={
             "round": pl.Int32,
             "completion_token_ids": pl.List(pl.Int32),
             "token_categories": pl.List(pl.String),
+            "student_token_logprobs": pl.List(pl.Float32),
         },
     )
 
 
 def test_scores_are_token_aligned_and_exact(engine):
-    frame = rows([[5, 6, 7], [8, 9], [3]], [[10, 11, 12, 13], [], [14, 15]], [[1, 2, 5, 6, 7], [1, 8, 9], [2, 3]])
+    student = [[-0.5, -1.5, -2.5, -3.5], [], [-0.25, -0.75]]
+    frame = rows(
+        [[5, 6, 7], [8, 9], [3]], [[10, 11, 12, 13], [], [14, 15]], [[1, 2, 5, 6, 7], [1, 8, 9], [2, 3]], student
+    )
     cfg = TeacherConfig(top_k=8, engine=EngineConfig(backend="transformers", max_model_len=64))
     out, counts = score_rows(engine, frame, cfg)
     assert out.schema == teacher_logprobs_schema(8)
@@ -53,13 +60,21 @@ def test_scores_are_token_aligned_and_exact(engine):
     for column in (*columns, "token_categories"):
         assert (out[column].list.len() == n).all(), column
     assert out["is_correct"].to_list() == [True, True]
-    # the stored values are the engine's scores at the completion positions, teacher and student side
+    # the teacher side is the engine's scores at the completion positions; the student side is passed through
     (teacher,) = engine.score([[1, 2, 5, 6, 7]], [[10, 11, 12, 13]], top_k=8)
-    (student,) = engine.score([[5, 6, 7]], [[10, 11, 12, 13]], top_k=1)
     np.testing.assert_allclose(np.array(out["topk_logprobs"][0].to_list()), teacher.topk_logprobs, atol=1e-6)
     np.testing.assert_allclose(out["teacher_token_logprobs"][0].to_numpy(), teacher.token_logprobs, atol=1e-6)
-    np.testing.assert_allclose(out["student_token_logprobs"][0].to_numpy(), student.token_logprobs, atol=1e-6)
+    assert out["student_token_logprobs"].to_list() == [student[0], student[2]]
     assert out["topk_ids"][0].to_list()[0] == teacher.topk_ids[0].tolist()
+
+
+@pytest.mark.parametrize("student", [None, [-1.0]], ids=["missing", "short"])
+def test_student_scores_that_do_not_match_the_traces_are_named(engine, student):
+    frame = rows([[5, 6]], [[10, 11]], [[1, 5, 6]]).with_columns(
+        student_token_logprobs=pl.Series([student], dtype=pl.List(pl.Float32))
+    )
+    with pytest.raises(ValueError, match="trace t0: the student-side scores"):
+        score_rows(engine, frame, TeacherConfig(top_k=4, engine=EngineConfig(backend="transformers")))
 
 
 def test_overflow_policy_is_applied_and_counted(engine):

@@ -254,10 +254,10 @@ def test_paper_config_dry_run_with_the_slurm_profile(tmp_path):
     out = snakemake(
         tmp_path, "--configfile", str(PAPER), "--workflow-profile", str(ROOT / "workflow/profiles/slurm"), "-n"
     ).stdout
-    assert "total                            125" in out
+    assert "total                            138" in out
     blocks = re.split(r"\n(?=(?:local)?rule \w+:)", out)
-    model_rules = ("generate_traces", "evaluate", "distill_student", "train_grpo", "precompute_teacher_logprobs",
-                   "check_premise", "select_problems_solver")  # fmt: skip
+    model_rules = ("generate_traces", "evaluate", "distill_student", "train_grpo", "score_traces",
+                   "precompute_teacher_logprobs", "check_premise", "select_problems_solver")  # fmt: skip
     for block in blocks:
         rule = re.match(r"(?:local)?rule (\w+):", block)
         if rule and rule.group(1) in model_rules:
@@ -303,4 +303,4 @@ def test_every_rule_benchmarks_beside_its_log():
             assert log[1].startswith(f"logs/{name[1]}/") and log[1].endswith(".log"), log[1]
             assert benchmark[1] == "benchmarks/" + log[1].removeprefix("logs/").removesuffix(".log") + ".tsv"
             jobs += 1
-    assert jobs == 15
+    assert jobs == 16

@@ -123,6 +123,10 @@ def sd_critiques(wildcards):
     return f"results/seed_{wildcards.seed}/critiques/{trace_source(wildcards)}/round_{wildcards.round}.parquet"
 
 
+def sd_trace_scores(wildcards):
+    return f"results/seed_{wildcards.seed}/trace_scores/{trace_source(wildcards)}/round_{wildcards.round}.parquet"
+
+
 def teacher_model(wildcards):
     """The frozen initial solver, or this round's student (teacher.teacher: round_start)."""
     if config["teacher"]["teacher"] == "initial":

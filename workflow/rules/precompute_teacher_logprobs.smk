@@ -3,6 +3,7 @@ rule precompute_teacher_logprobs:
         contexts="results/seed_{seed}/contexts/{condition}/round_{round}.parquet",
         traces=sd_traces,
         critiques=sd_critiques,
+        student_scores=sd_trace_scores,
         model=teacher_model,
     wildcard_constraints:
         condition=SD_CONDITION_PATTERN,

@@ -13,6 +13,7 @@ def main(snakemake) -> None:
         contexts=Path(snakemake.input.contexts),
         traces=Path(snakemake.input.traces),
         critiques=Path(snakemake.input.critiques),
+        student_scores=Path(snakemake.input.student_scores),
         model=Path(snakemake.input.model),
         out=Path(snakemake.output[0]),
         cfg=from_params(TeacherConfig, snakemake.params.cfg, where="teacher"),

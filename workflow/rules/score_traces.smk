@@ -1,0 +1,23 @@
+# A traces file's student side of A_t (each trace's own no-context prompt, the teacher's weights),
+# scored once and shared by every context kind's precompute_teacher_logprobs job.
+# Params: the teacher's engine settings only, so editing top_k or a template does not rescore.
+rule score_traces:
+    input:
+        traces="results/seed_{seed}/traces/{condition}/round_{round}.parquet",
+        model=teacher_model,
+    output:
+        "results/seed_{seed}/trace_scores/{condition}/round_{round}.parquet",
+    params:
+        cfg=canonical(config["teacher"]["engine"]),
+        version=STAGE_VERSIONS["score_traces"],
+    threads: workflow.cores  # a model stage uses every core it is given; one runs at a time
+    resources:
+        gpu=1,
+    log:
+        "logs/score_traces/seed_{seed}/{condition}/round_{round}.log",
+    benchmark:
+        "benchmarks/score_traces/seed_{seed}/{condition}/round_{round}.tsv"
+    conda:
+        "../../envs/pipeline.yaml"
+    script:
+        "../scripts/score_traces.py"
