@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -9,6 +10,8 @@ from typing import Any, Literal
 from pipeline.config import EngineConfig
 from pipeline.engines.base import Completion, Engine, SamplingConfig, TokenScores
 from pipeline.engines.checkpoint import load_tokenizer
+
+log = logging.getLogger(__name__)
 
 EngineName = Literal["transformers", "vllm", "server"]
 
@@ -71,8 +74,13 @@ def engine_from_config(
             tensor_parallel_size=cfg.tensor_parallel_size,
         )
     if not cfg.server_url:
-        raise ValueError("engine.backend is 'server' but engine.server_url is not set")
-    return load_engine("server", model_path, base_url=cfg.server_url)
+        raise ValueError(f"{where}.backend is 'server' but {where}.server_url is not set")
+    url = cfg.server_url
+    if url == "auto":  # the run's own server, started by the Snakefile's onstart
+        from pipeline.engines.run_server import ensure_run_server
+
+        url, _ = ensure_run_server()
+    return load_engine("server", model_path, base_url=url)
 
 
 def sample_model(
