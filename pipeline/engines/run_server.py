@@ -299,9 +299,11 @@ def _launch(path: Path, state: dict[str, Any], attempts: int = 3) -> dict[str, A
             cmd.append("--eager")
         if settings.dtype:
             cmd += ["--dtype", settings.dtype]
+        # a job's logging setup turns vLLM's own logging off (pipeline.logs); the server keeps it
+        env = {key: value for key, value in os.environ.items() if key != "VLLM_CONFIGURE_LOGGING"}
         with open(log_path, "a") as out:  # the supervisor's lines; vLLM appends its own
             process = subprocess.Popen(
-                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
             )
         url = f"http://127.0.0.1:{port}"
         state = {
@@ -329,10 +331,12 @@ def _launch(path: Path, state: dict[str, Any], attempts: int = 3) -> dict[str, A
             raise RunServerError(f"the run's vLLM server did not start: {exc}; {log_path} ends with:\n{tail}") from exc
         state["startup_s"] = round(time.perf_counter() - start, 1)
         _write_state(path, state)
+        # "started in": workflow/benchmarks/wall_time_split.py counts it as this job's engine start-up
+        users = ", ".join(settings.sections)
         log.info(
-            "run server: started %s at %s for %s (pid %d, ready in %.1fs; log %s)",
-            settings.model, url, ", ".join(settings.sections), process.pid, state["startup_s"], log_path,
-        )  # fmt: skip
+            "run server: %s at %s for %s (pid %d, log %s) started in %.1fs",
+            *(settings.model, url, users, process.pid, log_path, state["startup_s"]),
+        )
         return state
     raise AssertionError("unreachable")
 

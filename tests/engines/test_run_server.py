@@ -7,9 +7,11 @@ real supervisor (``python -m pipeline.engines.server --watch-pid``) and process-
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -18,6 +20,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 
@@ -36,7 +39,7 @@ from pipeline.engines.run_server import (
     stop_run_server,
 )
 from pipeline.engines.server import free_port
-from tests.conftest import DEFAULT_CONFIG, ROOT, SMOKE_CONFIG
+from tests.conftest import DEFAULT_CONFIG, ROOT, SMOKE_CONFIG, snakemake
 
 FAKE_API_SERVER = """
 import argparse, http.server, json, signal, subprocess, sys
@@ -303,3 +306,60 @@ def test_state_file_names_the_run(tmp_path):
     state = json.loads(path.read_text())
     assert state["run_pid"] == os.getpid() and state["settings"]["model"] == "resources/models/m"
     stop_run_server(path)
+
+
+# --- the workflow ----------------------------------------------------------------------------
+
+
+def processes_in(folder: Path) -> list[psutil.Process]:
+    """Live processes working in ``folder`` (a run's server and its workers run there)."""
+    found = []
+    for process in psutil.process_iter(["cwd"]):
+        with contextlib.suppress(psutil.Error):
+            if (process.info["cwd"] or "").startswith(str(folder)) and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process)
+    return found
+
+
+@pytest.mark.slow
+def test_smoke_run_serves_evaluation_and_traces_from_one_server(tmp_path):
+    """The smoke DAG up to round 1's evaluation and traces, with evaluate and traces on server_url: auto.
+
+    LoRA students (r 8) so that round 1 is served as an adapter; one server for the whole run, used
+    by every sampling job, and gone when the run ends.
+    """
+    config = load(SMOKE_CONFIG)
+    auto = {"backend": "server", "server_url": "auto", "max_model_len": 1024, "enforce_eager": True}
+    config["traces"]["engine"] = dict(auto)
+    config["evaluate"]["engine"] = dict(auto)
+    config["experiment"]["conditions"] = ["critique"]
+    config["experiment"]["variants"] = []
+    config["distill"]["lora"] = {"r": 8, "alpha": 16, "dropout": 0.0}
+    edited = tmp_path / "serve.yaml"
+    edited.write_text(yaml.safe_dump(config))
+    workdir = tmp_path / "run"
+    targets = [f"results/seed_0/eval/{arm}/round_{r}.json" for arm, r in (("base", 0), ("critique", 1))]
+    targets.append("results/seed_0/traces/critique/round_1.parquet")
+    out = snakemake(workdir, "--configfile", str(edited), *targets)
+
+    server_logs = list((workdir / "logs" / "server").glob("run-*.log"))
+    assert len(server_logs) == 1, server_logs  # one run, one server state
+    server_log = server_logs[0].read_text()
+    assert server_log.count("serving resources/models/tiny-qwen2 at http://127.0.0.1:") == 1
+    job_logs = {
+        str(p.relative_to(workdir / "logs")): p.read_text()
+        for rule in ("evaluate", "generate_traces")
+        for p in (workdir / "logs" / rule).rglob("*.log")
+    }
+    assert len(job_logs) == 4, sorted(job_logs)  # base and round-1 evaluation, round-0 and round-1 traces
+    started = [name for name, text in job_logs.items() if re.search(r"run server: .* started in", text)]
+    assert len(started) == 1, started  # the first sampling job started it; the others used it
+    url = re.search(r"at (http://127\.0\.0\.1:\d+)", server_log).group(1)
+    for name, text in job_logs.items():
+        assert "server engine: " in text and url in text, name
+    for name in ("evaluate/seed_0/critique/round_1.log", "generate_traces/seed_0/critique/round_1.log"):
+        assert "as LoRA adapter" in job_logs[name], name
+    assert '/v1/load_lora_adapter HTTP/1.1" 200' in server_log
+    assert "run server: stopped pid" in out.stderr
+    assert not list((workdir / "logs" / "server").glob("run-*.json"))  # the state is gone with the run
+    assert not processes_in(workdir), "a server process outlived its run"

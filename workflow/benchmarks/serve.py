@@ -80,6 +80,19 @@ def sample(engine, prompts: list[list[int]], args: argparse.Namespace) -> dict:
     return {"seconds": round(seconds, 1), "tokens": tokens, "tok_per_s": round(tokens / seconds, 1)}
 
 
+def idle_cost(port: int, seconds: float = 10.0) -> dict:
+    """CPU seconds per wall second and resident memory of the idle server (it holds both for a whole run)."""
+    import psutil
+
+    (server,) = [p for p in psutil.process_iter(["cmdline"]) if str(port) in (p.info["cmdline"] or [])]
+    tree = [server, *server.children(recursive=True)]
+    before = sum(sum(p.cpu_times()[:2]) for p in tree)
+    time.sleep(seconds)
+    after = sum(sum(p.cpu_times()[:2]) for p in tree)
+    rss = sum(p.memory_info().rss for p in tree) / 2**30
+    return {"cpu_per_s": round((after - before) / seconds, 3), "rss_gib": round(rss, 2), "processes": len(tree)}
+
+
 def run_server(args: argparse.Namespace, prompts: list[list[int]], rows) -> tuple | None:
     from pipeline.engines.checkpoint import adapter_rank, resolve_checkpoint
     from pipeline.engines.server import ServerEngine, free_port, launched_server, wait_until_healthy
@@ -88,9 +101,10 @@ def run_server(args: argparse.Namespace, prompts: list[list[int]], rows) -> tupl
     log_path = Path(args.log_dir) / f"server-{args.dtype}.log"
     start = time.perf_counter()
     scores = None
+    port = free_port()
     with launched_server(
         args.model,
-        port=free_port(),
+        port=port,
         log_path=log_path,
         max_logprobs=args.top_k,
         lora_rank=rank,
@@ -99,6 +113,7 @@ def run_server(args: argparse.Namespace, prompts: list[list[int]], rows) -> tupl
     ) as url:
         seconds = round(time.perf_counter() - start, 1)
         emit("startup", engine="server", dtype=args.dtype, lora_rank=rank, seconds=seconds)
+        emit("idle", **idle_cost(port))
         if rows is not None:
             engine = ServerEngine(args.model, base_url=url, timeout=args.request_timeout)
             score_sides(engine, rows.head(2), args.top_k)  # warm-up
