@@ -2,10 +2,11 @@
 
 Start a server on the base model (``python -m pipeline.engines.server MODEL_DIR --port 8000
 --lora-rank 64``, or your own ``vllm serve``) and point a stage's ``engine`` at it:
-``{backend: server, server_url: ...}``. Requests name the base model by its folder path, which is
-what the server serves by default. A round's LoRA student is loaded into the running server as an
-adapter named by its path, so one loaded base serves every round, and the same base with no adapter
-is the frozen teacher.
+``{backend: server, server_url: ...}``; or let the workflow start one per run on the solver with
+``server_url: auto`` (:mod:`pipeline.engines.run_server`). Requests name the base model by its
+folder path, which is what the server serves by default. A round's LoRA student is loaded into the
+running server as an adapter named by its resolved folder, so one loaded base serves every round,
+and the same base with no adapter is the frozen teacher.
 """
 
 from __future__ import annotations
