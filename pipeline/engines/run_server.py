@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -272,7 +273,13 @@ def register_run(
     state_dir.mkdir(parents=True, exist_ok=True)
     stop_stale(state_dir)
     path = state_path(state_dir, run_pid)
-    state = {"run_pid": run_pid, "run_ticks": start_ticks(run_pid), "settings": asdict(settings), "starts": 0}
+    state = {
+        "run_pid": run_pid,
+        "run_ticks": start_ticks(run_pid),
+        "host": socket.gethostname(),
+        "settings": asdict(settings),
+        "starts": 0,
+    }
     _write_state(path, state)
     os.environ[STATE_ENV] = str(path.resolve())
     if start:
@@ -361,6 +368,15 @@ def ensure_run_server(path: str | Path | None = None) -> tuple[str, dict[str, An
         raise RunServerError(f"engine server_url is auto but the run's server state {path} does not exist")
     with _locked(path):
         state = read_state(path)
+        if state.get("host", socket.gethostname()) != socket.gethostname():
+            raise RunServerError(
+                f"engine server_url is auto, which serves local runs only: this job runs on {socket.gethostname()}, "
+                f"the run on {state['host']}; on a cluster give the jobs an explicit server_url"
+            )
+        if not alive(state["run_pid"], state.get("run_ticks")):
+            raise RunServerError(
+                f"engine server_url is auto but the run that owns {path} (pid {state['run_pid']}) is gone"
+            )
         if state.get("pid") and alive(state["pid"], state.get("ticks")):
             try:
                 wait_until_healthy(state["url"], timeout=state["settings"]["startup_timeout_s"])

@@ -210,6 +210,15 @@ def test_a_job_outside_a_run_fails_clearly(monkeypatch, tmp_path):
         ensure_run_server()
     with pytest.raises(RunServerError, match="does not exist"):
         ensure_run_server(tmp_path / "run-1.json")
+    path = register_run(settings(), state_dir=tmp_path, run_pid=os.getpid())
+    state = read_state(path)
+    path.write_text(json.dumps({**state, "host": "submit-host"}))  # a cluster job on another node
+    with pytest.raises(RunServerError, match="local runs only"):
+        ensure_run_server(path)
+    path.write_text(json.dumps({**state, "run_ticks": -1}))  # the run that registered it is gone
+    with pytest.raises(RunServerError, match="is gone"):
+        ensure_run_server(path)
+    stop_run_server(path)
 
 
 def test_one_server_per_run_started_by_the_first_job_stopped_at_the_end(fake_vllm):
