@@ -29,7 +29,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from pipeline.engines.base import Completion, SamplingConfig, TokenScores, check_lengths
-from pipeline.engines.checkpoint import resolve_checkpoint
+from pipeline.engines.checkpoint import load_tokenizer, resolve_checkpoint
 from pipeline.engines.vllm_engine import configure_cpu_env, scores_from_prompt_logprobs, use_loopback
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,8 @@ class ServerEngine:
         start = time.perf_counter()
         wait_until_healthy(self.base_url, timeout=60)
         base_dir, adapter_dir = resolve_checkpoint(model)
+        self._tokenizer_dir = base_dir
+        self._tokenizer = None
         self.model = self._served_name(base_dir, model)
         if adapter_dir is not None:  # a round's LoRA student, served on the base the server holds
             # named by its resolved folder: a retrained student is a new version folder, so a new adapter
@@ -118,7 +120,7 @@ class ServerEngine:
         )
         completions = [
             Completion(
-                text=c["text"],
+                text=self._decode(c["token_ids"]),
                 token_ids=list(c["token_ids"]),
                 logprobs=list(c["logprobs"]["token_logprobs"]),
                 finish_reason="stop" if c["finish_reason"] == "stop" else "length",
@@ -126,6 +128,17 @@ class ServerEngine:
             for c in choices
         ]
         return [completions[i * sampling.n : (i + 1) * sampling.n] for i in range(len(prompts))]
+
+    def _decode(self, token_ids: Sequence[int]) -> str:
+        """The text of ``token_ids`` as the transformers engine and the later stages decode it.
+
+        The server's own text is detokenized incrementally and leaves out a character that the
+        completion cut in half (measured: the tokenizer decodes it as U+FFFD); the stages check that
+        a trace's token ids decode to its text.
+        """
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self._tokenizer_dir)
+        return self._tokenizer.decode(list(token_ids), skip_special_tokens=True)
 
     def score(
         self, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], *, top_k: int
