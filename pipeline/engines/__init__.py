@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -9,6 +11,8 @@ from typing import Any, Literal
 from pipeline.config import EngineConfig
 from pipeline.engines.base import Completion, Engine, SamplingConfig, TokenScores
 from pipeline.engines.checkpoint import load_tokenizer
+
+log = logging.getLogger(__name__)
 
 EngineName = Literal["transformers", "vllm", "server"]
 
@@ -52,6 +56,14 @@ def engine_from_config(
     """
     from pipeline.memory import ModelSize, check_memory, engine_estimate
 
+    if cfg.backend == "server" and _student_in_process(cfg, model_path):
+        log.info(
+            "%s: %s is a LoRA student: merged and run in-process (vllm) rather than as an adapter on the "
+            "server (%s.lora: %s; on CPU, LoRA through the server sampled 8.5 tok/s against 116 merged: "
+            "workflow/benchmarks/serve.py)",
+            *(where, model_path, where, cfg.lora),
+        )
+        cfg = dataclasses.replace(cfg, backend="vllm", lora="merge", server_url=None)
     if cfg.backend != "server":
         check_memory(engine_estimate(cfg, ModelSize.of(model_path), where=where))
     if cfg.backend == "transformers":
@@ -71,8 +83,24 @@ def engine_from_config(
             tensor_parallel_size=cfg.tensor_parallel_size,
         )
     if not cfg.server_url:
-        raise ValueError("engine.backend is 'server' but engine.server_url is not set")
-    return load_engine("server", model_path, base_url=cfg.server_url)
+        raise ValueError(f"{where}.backend is 'server' but {where}.server_url is not set")
+    url = cfg.server_url
+    if url == "auto":  # the run's own server, started by the Snakefile's onstart
+        from pipeline.engines.run_server import ensure_run_server
+
+        url, _ = ensure_run_server()
+    return load_engine("server", model_path, base_url=url)
+
+
+def _student_in_process(cfg: EngineConfig, model_path: str | Path) -> bool:
+    """Whether a server section runs this model in-process: a LoRA student with ``lora: merge``, or
+    ``lora: auto`` on the run's own server (``server_url: auto``, this machine) without a GPU."""
+    from pipeline.engines.checkpoint import resolve_checkpoint
+    from pipeline.memory import on_gpu
+
+    if cfg.lora == "adapter" or resolve_checkpoint(model_path)[1] is None:
+        return False
+    return cfg.lora == "merge" or (cfg.server_url == "auto" and not on_gpu())
 
 
 def sample_model(

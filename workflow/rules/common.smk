@@ -2,9 +2,26 @@
 # Each rule's params carry its stage's config section plus its STAGE_VERSIONS entry: package
 # code is not tracked by Snakemake, so a stage whose output changes bumps that number.
 from pipeline.config import canonical, merged, validate_config, with_run_seed
+from pipeline.engines.run_server import register_run, serve_settings, stop_run_server
 from pipeline.versions import STAGE_VERSIONS
 
 validate_config(config)
+# The run's own vLLM server on the solver, when an engine section says server_url: auto (else None).
+SERVE = serve_settings(config)
+
+
+onstart:
+    if SERVE is not None:
+        register_run(SERVE)  # the first job that needs the server starts it
+
+
+onsuccess:
+    stop_run_server()
+
+
+onerror:
+    stop_run_server()
+
 
 EXPERIMENT = config["experiment"]
 # Every context kind a self-teacher can see; the analysis compares all of them.
