@@ -50,3 +50,70 @@ def test_wall_time_split_attributes_each_part_of_a_job(tmp_path):
     assert "lost to the kill (unfinished jobs, rerun after resuming): 0 min 30.0 s" in out.stdout
     # wall 18:00:00 -> 18:02:13 (the killed job's last line): 133 s, of which 100 s in the job, 30 s lost
     assert "Snakemake overhead (wall outside every job): 0 min  3.0 s" in out.stdout
+
+
+def _distill_student_module():
+    import importlib.util
+
+    path = ROOT / "workflow" / "benchmarks" / "distill_student.py"
+    spec = importlib.util.spec_from_file_location("bench_distill_student", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_distill_student_against_trl_without_trl_names_the_bench_extra(tmp_path):
+    # trl hidden (sys.modules["trl"] = None), whether or not the bench extra is installed
+    script = ROOT / "workflow" / "benchmarks" / "distill_student.py"
+    code = (
+        "import runpy, sys; sys.modules['trl'] = None; "
+        f"sys.argv = [{str(script)!r}, '--results', {str(tmp_path)!r}, '--against-trl']; "
+        f"runpy.run_path({str(script)!r}, run_name='__main__')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert "pip install -e '.[bench]'" in out.stderr
+
+
+def test_distill_student_trl_rows_carry_the_prompt_the_critique_and_the_answer(tmp_path):
+    import polars as pl
+
+    bench = _distill_student_module()
+    results = tmp_path / "results" / "seed_0"
+    (results / "traces/shared").mkdir(parents=True)
+    (results / "contexts/critique").mkdir(parents=True)
+    (tmp_path / "results/problems").mkdir(parents=True)
+    pl.DataFrame({"trace_id": ["t1"], "problem_id": ["p1"], "user_message": ["Question: 2 + 3?"]}).write_parquet(
+        results / "traces/shared/round_0.parquet"
+    )
+    teacher = "<|im_start|>user\nQuestion: 2 + 3?\n\nStep 1 is wrong.\n\nCorrectly solve it.<|im_end|>\n<|im_start|>assistant\n"
+    pl.DataFrame({"trace_id": ["t1"], "context_text": ["Step 1 is wrong."], "teacher_prompt": [teacher]}).write_parquet(
+        results / "contexts/critique/round_0.parquet"
+    )
+    pl.DataFrame({"problem_id": ["p1"], "answer": ["5"]}).write_parquet(tmp_path / "results/problems/train.parquet")
+    args = type("Args", (), {"results": results, "kind": "critique", "problems": None})()
+    (record,) = bench.trl_records(args, pl.DataFrame({"trace_id": ["t1"]}), 1)
+    assert record == {
+        "prompt": [{"role": "user", "content": "Question: 2 + 3?"}],
+        "privileged_context": "Step 1 is wrong.\n\nCorrectly solve it.",
+        "answer": "5",
+    }
+    completions = [[{"role": "assistant", "content": "<step_1> 2 + 3 = 5 </step_1>\n<answer> 5 </answer>"}]] * 2
+    assert bench.answer_reward(None, completions, ["5", "6"]) == [1.0, 0.0]
+
+
+@pytest.mark.parametrize("trainer", ["sdft", "sdpo"])
+def test_distill_student_trl_config_is_the_stage_settings(trainer, tmp_path):
+    pytest.importorskip("trl", reason="the bench extra (pip install -e '.[bench]') is not installed")
+    bench = _distill_student_module()
+    config = bench.trl_config(trainer, str(tmp_path), steps=2, batch=4, micro=2, max_completion_length=128)
+    assert (config.bf16, config.gradient_checkpointing, config.use_cpu) == (False, False, True)
+    assert (config.per_device_train_batch_size, config.gradient_accumulation_steps, config.max_steps) == (2, 2, 2)
+    assert config.generation_batch_size == 4  # one generation per optimizer step: no stale rollouts
+    assert (config.teacher_model_kind, config.distillation_mode, config.distillation_topk) == (
+        "base",
+        "topk_logits",
+        20,
+    )
+    assert (config.distillation_alpha, config.distillation_add_tail) == (0.0, True)  # forward KL, tail bucket
+    assert config.learning_rate == 1e-5 and config.max_completion_length == 128
