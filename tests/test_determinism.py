@@ -24,9 +24,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 from safetensors import safe_open
 
-from tests.conftest import ROOT, SMOKE_CONFIG, snakemake
+from tests.conftest import DEFAULT_CONFIG, ROOT, SMOKE_CONFIG, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -108,13 +109,14 @@ def test_smoke_dag_rerun_gives_identical_artifacts(smoke_run, tmp_path):
 
 
 def test_vllm_samples_are_identical_in_two_processes(tiny_model_dir, tmp_path):
-    """The default config's sampler (vLLM, bf16, engine-level seed) on the evaluation workload's shape:
-    24 prompts x 12 samples, enough that the engine's first steps hold only part of the batch."""
+    """The default config's sampler (vLLM, bf16, engine-level seed) on the evaluation workload's shape
+    (72 prompts x 12 samples): enough that the engine's first steps hold only part of the batch."""
     runs = []
     for name in ("a", "b"):
         out = tmp_path / f"{name}.json"
         cmd = [sys.executable, str(ROOT / "tests/engines/vllm_sampler.py"), str(tiny_model_dir), str(out)]
         subprocess.run(cmd, check=True, cwd=ROOT, timeout=600)
         runs.append(json.loads(out.read_text()))
-    assert len(runs[0]) == 24 * 12
+    config = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    assert len(runs[0]) == config["problems"]["n_eval"] * config["evaluate"]["samples_per_problem"]
     assert runs[0] == runs[1]
