@@ -45,13 +45,26 @@ def training_dtype() -> torch.dtype:
     return torch.bfloat16 if torch.cuda.is_available() else torch.float32
 
 
+def lora_config(lora: LoraSettings) -> Any:
+    """peft's ``LoraConfig`` for the configured adapter (a causal LM's projections)."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+        task_type="CAUSAL_LM",
+    )
+
+
 def load_student(model_dir: Path, lora: LoraSettings | None) -> tuple[Any, Any, Path]:
     """The trainable student and its tokenizer; returns (model, tokenizer, base model folder).
 
     A folder holding a LoRA adapter continues training that adapter on its base; a full-weights
     folder gets a fresh adapter (``lora`` set) or is trained in full (``lora`` None).
     """
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
     start = time.perf_counter()
@@ -67,14 +80,7 @@ def load_student(model_dir: Path, lora: LoraSettings | None) -> tuple[Any, Any, 
     if adapter_dir is not None:
         model = load_adapter(model, adapter_dir, is_trainable=True)
     elif lora is not None:
-        config = LoraConfig(
-            r=lora.r,
-            lora_alpha=lora.alpha,
-            lora_dropout=lora.dropout,
-            target_modules=list(lora.target_modules),
-            task_type="CAUSAL_LM",
-        )
-        model = get_peft_model(model, config)
+        model = get_peft_model(model, lora_config(lora))
     model.train()
     log.info("student model: %s loaded in %.1fs on %s", model_dir, time.perf_counter() - start, device)
     return model, tokenizer, base_dir

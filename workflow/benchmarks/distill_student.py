@@ -225,22 +225,16 @@ def trl_side(args, lora) -> dict[str, float]:
     """``--steps`` optimizer steps of TRL's SDFT or SDPO trainer at our settings, with its phases timed."""
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # before any trl.experimental import
     from datasets import Dataset
-    from peft import LoraConfig
     from transformers import AutoModelForCausalLM, TrainerCallback
 
     from pipeline.engines.checkpoint import load_tokenizer
+    from pipeline.training import lora_config
 
     sdpo = args.against_trl == "sdpo"
     generations = 2 if sdpo else 1
     n_prompts = args.steps * args.batch // generations
     records = trl_records(args, args.used, n_prompts)
-    peft_config = LoraConfig(
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=list(lora.target_modules),
-        task_type="CAUSAL_LM",
-    )
+    peft_config = lora_config(lora)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32, use_safetensors=True)
     tokenizer = load_tokenizer(args.model)
