@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import polars as pl
 
 from pipeline.artifacts import TRACE_SCORES_SCHEMA, TRACES_SCHEMA, model_label, read_artifact, write_artifact
 from pipeline.config import EngineConfig
-from pipeline.engines import TokenScores, engine_from_config
+from pipeline.engines import TokenScores, run_engine
 
 log = logging.getLogger(__name__)
 STAGE = "score_traces"
@@ -46,19 +45,21 @@ def score_traces(*, traces: Path, model: Path, out: Path, cfg: EngineConfig) -> 
     """Score every trace in ``traces`` on its own prompt with ``model``; write ``out``."""
     frame = read_artifact(traces, schema=TRACES_SCHEMA, artifact="traces")
     rows = scoreable(frame, max_len=cfg.max_model_len)
-    engine = engine_from_config(cfg, model, seed=0, max_logprobs=1, where="teacher.engine")
-    try:
-        start = time.perf_counter()
-        scores = engine.score(rows["prompt_token_ids"].to_list(), rows["completion_token_ids"].to_list(), top_k=1)
-        seconds = time.perf_counter() - start
-    finally:
-        engine.close()
+    prompts, completions = rows["prompt_token_ids"].to_list(), rows["completion_token_ids"].to_list()
+    scores, startup_s, seconds = run_engine(
+        cfg,
+        model,
+        lambda engine: engine.score(prompts, completions, top_k=1),
+        seed=0,
+        max_logprobs=1,
+        where="teacher.engine",
+    )
     tokens = int(rows["completion_token_ids"].list.len().sum())
     stats = {
         "traces": rows.height,
         "not_scored": frame.height - rows.height,
         "completion_tokens": tokens,
-        "startup_s": round(engine.startup_s, 2),
+        "startup_s": round(startup_s, 2),
         "score_s": round(seconds, 2),
         "tokens_per_s": round(tokens / max(seconds, 1e-9), 1),
     }

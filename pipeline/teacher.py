@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from pipeline.artifacts import (
     write_artifact,
 )
 from pipeline.config import TeacherConfig
-from pipeline.engines import Engine, TokenScores, engine_from_config, load_tokenizer
+from pipeline.engines import Engine, TokenScores, load_tokenizer, run_engine
 from pipeline.tasks.token_spans import categorise_tokens, token_char_spans
 
 log = logging.getLogger(__name__)
@@ -171,19 +170,20 @@ def precompute_teacher_logprobs(
     ).join(critique_frame.select("trace_id", "first_wrong_step"), on="trace_id", how="left")
     rows = rows.join(scores_frame, on="trace_id", how="left")
     rows = rows.with_columns(token_categories(rows, load_tokenizer(model)))
-    engine = engine_from_config(cfg.engine, model, seed=0, max_logprobs=cfg.top_k, where="teacher.engine")
-    try:
-        start = time.perf_counter()
-        frame, counts = score_rows(engine, rows, cfg)
-        seconds = time.perf_counter() - start
-    finally:
-        engine.close()
+    (frame, counts), startup_s, seconds = run_engine(
+        cfg.engine,
+        model,
+        lambda engine: score_rows(engine, rows, cfg),
+        seed=0,
+        max_logprobs=cfg.top_k,
+        where="teacher.engine",
+    )
     tokens = int(frame["completion_token_ids"].list.len().sum())
     stats = {
         "traces": frame.height,
         **counts,
         "completion_tokens": tokens,
-        "startup_s": round(engine.startup_s, 2),
+        "startup_s": round(startup_s, 2),
         "score_s": round(seconds, 2),
         "tokens_per_s": round(tokens / max(seconds, 1e-9), 1),
     }

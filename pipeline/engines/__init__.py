@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pipeline.config import EngineConfig
 from pipeline.engines.base import Completion, Engine, SamplingConfig, TokenScores
@@ -15,6 +16,7 @@ from pipeline.engines.checkpoint import load_tokenizer
 log = logging.getLogger(__name__)
 
 EngineName = Literal["transformers", "vllm", "server"]
+T = TypeVar("T")
 
 __all__ = [
     "Completion",
@@ -25,6 +27,7 @@ __all__ = [
     "engine_from_config",
     "load_engine",
     "load_tokenizer",
+    "run_engine",
     "sample_model",
 ]
 
@@ -103,6 +106,28 @@ def _student_in_process(cfg: EngineConfig, model_path: str | Path) -> bool:
     return cfg.lora == "merge" or (cfg.server_url == "auto" and not on_gpu())
 
 
+def run_engine(
+    cfg: EngineConfig,
+    model: str | Path,
+    work: Callable[[Engine], T],
+    *,
+    seed: int,
+    max_logprobs: int = 20,
+    where: str = "engine",
+) -> tuple[T, float, float]:
+    """Start the configured engine (section ``where``) on ``model``, run ``work`` on it, and close it.
+
+    Returns (work's result, engine start-up seconds, work seconds); the engine is always closed.
+    """
+    engine = engine_from_config(cfg, model, seed=seed, max_logprobs=max_logprobs, where=where)
+    try:
+        start = time.perf_counter()
+        result = work(engine)
+        return result, engine.startup_s, time.perf_counter() - start
+    finally:
+        engine.close()
+
+
 def sample_model(
     cfg: EngineConfig,
     model: str | Path,
@@ -112,14 +137,5 @@ def sample_model(
     seed: int,
     where: str = "engine",
 ) -> tuple[list[list[Completion]], float, float]:
-    """Start the configured engine (section ``where``) on ``model``, sample every prompt, and close the engine.
-
-    Returns (completions, engine start-up seconds, sampling seconds); the engine is always closed.
-    """
-    engine = engine_from_config(cfg, model, seed=seed, where=where)
-    try:
-        start = time.perf_counter()
-        completions = engine.generate(prompts, sampling)
-        return completions, engine.startup_s, time.perf_counter() - start
-    finally:
-        engine.close()
+    """Sample every prompt on a fresh engine: (completions, engine start-up seconds, sampling seconds)."""
+    return run_engine(cfg, model, lambda engine: engine.generate(prompts, sampling), seed=seed, where=where)
