@@ -7,6 +7,8 @@ short contexts here adds a few % and is not counted, so the share is a slight un
 
     .venv/bin/python workflow/benchmarks/generate_traces.py                       # vLLM, bf16
     .venv/bin/python workflow/benchmarks/generate_traces.py --engine transformers --dtype float32
+    .venv/bin/python workflow/benchmarks/generate_traces.py --prompts 36 --samples 12   # an evaluation's shape
+    .venv/bin/python workflow/benchmarks/generate_traces.py --prompts 36 --samples 12 --block-size 128 --no-tcmalloc
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from pipeline.engines import vllm_engine
 
 DEFAULT_MODEL = Path("resources/models/qwen2.5-coder-0.5b-instruct")
 
@@ -66,7 +70,13 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--samples", type=int, default=4, help="per prompt: the batch is prompts x samples")
     parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--block-size", type=int, help="vLLM on CPU: KV block tokens (default: the engine's 32)")
+    parser.add_argument("--no-tcmalloc", action="store_true", help="vLLM on CPU: glibc's allocator (before)")
     args = parser.parse_args()
+    if args.block_size:
+        vllm_engine.CPU_BLOCK_SIZE = args.block_size
+    if args.no_tcmalloc:
+        vllm_engine.tcmalloc_preload = lambda current, library: None
 
     from pipeline.config import EngineConfig
     from pipeline.engines import SamplingConfig, engine_from_config
@@ -86,7 +96,9 @@ def main() -> None:
     tokens = sum(len(c.token_ids) for group in completions for c in group)
     rate = tokens / seconds
     share = 2 * params * rate / peak
-    print(f"engine {args.engine} {args.dtype}, batch {args.prompts * args.samples} sequences")
+    allocator = "glibc" if args.no_tcmalloc else "tcmalloc if installed"
+    print(f"engine {args.engine} {args.dtype}, batch {args.prompts * args.samples} sequences", end="")
+    print(f", KV block {vllm_engine.CPU_BLOCK_SIZE}, {allocator}" if args.engine == "vllm" else "")
     print(f"matmul limit ({args.dtype}, 2048^2): {peak / 1e9:.1f} GFLOP/s")
     print(f"weights per token (Linear + LM head): {params / 1e6:.1f} M")
     print(f"start-up {engine.startup_s:.1f} s; generated {tokens} tokens in {seconds:.1f} s = {rate:.1f} tok/s")
