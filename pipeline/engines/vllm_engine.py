@@ -53,6 +53,8 @@ def configure_cpu_env(kv_cache_gib: int) -> None:
     preload = tcmalloc_preload(os.environ.get("LD_PRELOAD", ""), ctypes.util.find_library("tcmalloc_minimal"))
     if preload is not None:
         os.environ["LD_PRELOAD"] = preload
+    if "tcmalloc" not in os.environ.get("LD_PRELOAD", ""):
+        log.warning("vllm: tcmalloc not found; sampling is ~1.2x slower (setup.sh installs it)")
 
 
 def tcmalloc_preload(current: str, library: str | None) -> str | None:
@@ -136,8 +138,6 @@ class VLLMEngine:
             kwargs["tensor_parallel_size"] = tensor_parallel_size
         if not gpu:
             kwargs["block_size"] = CPU_BLOCK_SIZE
-            if "tcmalloc" not in os.environ.get("LD_PRELOAD", ""):
-                log.warning("vllm engine: tcmalloc not found; sampling is ~1.2x slower (setup.sh installs it)")
         base_dir, adapter_dir = resolve_checkpoint(model_path)
         self.lora_request = None
         self._merged_dir: Path | None = None
