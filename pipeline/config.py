@@ -62,6 +62,8 @@ def validate_config(config: Mapping[str, Any], schema_path: Path = SCHEMA_PATH) 
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         raise ConfigError(f"invalid config:\n  experiment.variants: the name(s) {', '.join(repeated)} appear twice")
+    if "dev" in (config["experiment"].get("eval_splits") or []) and not config["problems"].get("n_dev"):
+        raise ConfigError("invalid config:\n  problems.n_dev: experiment.eval_splits has dev, so n_dev must be >= 1")
     references = {"solver": config["solver"]}
     if config["critic"]["backend"] == "llm":
         references["critic.model"] = config["critic"].get("model", "")
@@ -196,14 +198,16 @@ class ProblemsConfig:
     seed: int = 1234
     n_train: int = 64
     n_eval: int = 24
+    # Dev: from the train distribution, disjoint from train and eval; every choice is made on it.
+    n_dev: int = 64
     arith: ArithSettings = ArithSettings()
     dataset: DatasetSource | None = None
 
     def __post_init__(self) -> None:
         if self.source == "dataset" and self.dataset is None:
             raise ConfigError("problems.source is 'dataset' but problems.dataset is not set")
-        if self.n_train < 1 or self.n_eval < 1:
-            raise ConfigError("problems.n_train and problems.n_eval must be >= 1")
+        if self.n_train < 1 or self.n_eval < 1 or self.n_dev < 0:
+            raise ConfigError("problems: need n_train >= 1, n_eval >= 1 and n_dev >= 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -373,11 +377,17 @@ class DistillConfig:
     loss: Literal["forward_kl", "reverse_kl", "jsd"] = "forward_kl"
     support: Literal["topk", "tail"] = "tail"
     jsd_beta: float = 0.5
-    is_clip: float = 2.0  # cap of the truncated importance weight (used after the first step)
+    # Reweighting for the student having moved since it sampled the traces (after the first step):
+    # none, the sampled token's ratio (SDPO's and TRL's), or the ratio of the token's prefix.
+    importance_weight: Literal["none", "token", "prefix"] = "none"
+    is_clip: float = 2.0  # cap of the truncated importance weight
+    # Cap on each support entry's term of the divergence (OPSD/TRL: 0.05); None: no clip.
+    kl_entry_clip: float | None = None
     # Which tokens carry loss: every one (the paper's), up to and including the critic's first wrong
     # step, or the first wrong step only.
     token_mask: Literal["all", "through_first_error", "first_error"] = "all"
     skip_correct: bool = False  # traces with the right answer get no loss (the anchors' self-success rule)
+    skip_first_tokens: int = 0  # the first N completion tokens carry no loss (SDFT/TRL: 3)
     # A guard against flattening: only tokens where the teacher's top token differs from the sampled
     # one and the teacher is surer of it than the student is of its own token.
     token_filter: Literal["none", "teacher_disagrees"] = "none"
@@ -391,6 +401,10 @@ class DistillConfig:
     def __post_init__(self) -> None:
         if self.teacher_temperature <= 0:
             raise ConfigError("distill.teacher_temperature must be > 0")
+        if self.kl_entry_clip is not None and self.kl_entry_clip <= 0:
+            raise ConfigError("distill.kl_entry_clip must be > 0 (or null: no clip)")
+        if self.skip_first_tokens < 0:
+            raise ConfigError("distill.skip_first_tokens must be >= 0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -494,6 +508,7 @@ class SelectionFilters:
     min_format_rate: float = 0.5  # keep when at least this share of the samples follows the step format
     n_train: int | None = None  # keep at most this many train problems (in candidate order); None: all
     n_eval: int | None = None
+    n_dev: int | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_avg <= 1 or self.max_avg <= 0 or self.min_avg >= self.max_avg:

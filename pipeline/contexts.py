@@ -26,8 +26,7 @@ from pipeline.artifacts import (
 from pipeline.config import ContextsConfig, PromptConfig
 from pipeline.engines import load_tokenizer
 from pipeline.tasks.critique_qa import answer_leak
-from pipeline.tasks.solver_format import render_chat
-from pipeline.tasks.teacher_prompts import context_body, join_feedback, teacher_messages
+from pipeline.tasks.teacher_prompts import context_body, join_feedback, render_teacher_chat, teacher_messages
 
 log = logging.getLogger(__name__)
 STAGE = "build_teacher_contexts"
@@ -56,7 +55,7 @@ def build_contexts(
             skipped += 1
             continue
         messages = teacher_messages(cfg.layout, context=context, row=row, templates=cfg.templates, prompt=prompt)
-        teacher_prompt = render_chat(tokenizer, messages, enable_thinking=cfg.enable_thinking)
+        teacher_prompt = render_teacher_chat(tokenizer, messages, enable_thinking=cfg.enable_thinking)
         rows.append(
             {
                 "trace_id": row["trace_id"],

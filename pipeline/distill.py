@@ -3,15 +3,17 @@
 The student runs on the no-context prompt + its own completion; at every completion token the loss
 compares it with the stored teacher top-k (forward KL by default, or reverse KL or generalised JSD;
 on the renormalised top-k or with the tail bucket). The teacher is fixed: nothing recomputes it.
-After the first optimizer step the student has moved away from the policy that sampled the traces,
-so each token's loss is weighted by the truncated importance ratio current / generation-time.
+After the first optimizer step the student has moved away from the policy that sampled the traces;
+``importance_weight`` says whether and how each token's loss is reweighted for that (none, the
+anchors' sampled-token ratio, or the ratio of the token's prefix).
 
 Which tokens carry loss follows the feedback (:func:`loss_mask`): every token (the paper's), up to
 and including the critic's first wrong step, or that step alone; traces with the right answer can
-be skipped; the format's tags can be left out; and a guard keeps only tokens where the teacher is
-surer of another token than the student is of its own. The loss is the mean over the tokens that
-carry it. Every step logs the student's and the teacher's mean token entropy, so a flattening
-student shows as it happens.
+be skipped; the first completion tokens can be skipped (SDFT's and TRL's guard); the format's tags
+can be left out; and a guard keeps only tokens where the teacher is surer of another token than the
+student is of its own. Each support entry's term can be clipped (OPSD's and TRL's guard). The loss
+is the mean over the tokens that carry it. Every step logs the student's and the teacher's mean
+token entropy, so a flattening student shows as it happens.
 """
 
 from __future__ import annotations
@@ -28,7 +30,14 @@ import torch
 from pipeline.artifacts import TRACES_SCHEMA, read_artifact, read_teacher_logprobs
 from pipeline.config import DistillConfig
 from pipeline.engines.checkpoint import load_tokenizer
-from pipeline.losses import clipped_importance_weight, divergence, entropy, sharpen, supported_logprobs
+from pipeline.losses import (
+    clipped_importance_weight,
+    divergence,
+    entropy,
+    prefix_importance_weight,
+    sharpen,
+    supported_logprobs,
+)
 from pipeline.memory import check_memory, training_memory
 from pipeline.tasks.token_spans import format_tokens, token_char_spans
 from pipeline.training import (
@@ -47,14 +56,16 @@ STAGE = "distill_student"
 def token_mask(categories: Sequence[str], mode: str) -> list[bool]:
     """Which tokens carry loss under ``distill.token_mask``, from their categories.
 
-    ``all``: every token. ``through_first_error``: every token except those after the critic's first
-    wrong step (there the student's own continuation has left the critique's path); a trace without
-    a located wrong step keeps every token. ``first_error``: the tokens of the first wrong step only.
+    ``all``: every token. ``through_first_error``: every token up to and including the critic's first
+    wrong step; the later steps and the (wrong) final answer carry none, since there the student's
+    own continuation has left the critique's path. A trace without a located wrong step keeps every
+    token. ``first_error``: the tokens of the first wrong step only.
     """
     if mode == "all":
         return [True] * len(categories)
     if mode == "through_first_error":
-        return [c != "after_error" for c in categories]
+        located = "first_wrong" in categories
+        return [c in ("pre_error", "first_wrong") or (c == "answer" and not located) for c in categories]
     if mode == "first_error":
         return [c == "first_wrong" for c in categories]
     raise ValueError(f"unknown token_mask {mode!r}")
@@ -80,6 +91,7 @@ def loss_mask(row: Mapping[str, Any], cfg: DistillConfig) -> list[bool]:
     if cfg.skip_correct and row["is_correct"]:
         return [False] * len(categories)
     mask = token_mask(categories, cfg.token_mask)
+    mask = [m and i >= cfg.skip_first_tokens for i, m in enumerate(mask)]
     if cfg.mask_format_tokens:
         mask = [m and not f for m, f in zip(mask, row["format_tokens"])]
     if cfg.token_filter == "teacher_disagrees":
@@ -107,12 +119,14 @@ def distill_loss(
     False), and per-token diagnostics (no gradient)."""
     student = logits.log_softmax(-1)
     teacher_lp, student_lp = supported_logprobs(student, topk_ids, topk_logprobs, tail_logmass, cfg.support)
-    teacher_lp = sharpen(teacher_lp, cfg.teacher_temperature)
-    per_token = divergence(teacher_lp, student_lp, cfg.loss, beta=cfg.jsd_beta)
+    teacher_lp = sharpen(teacher_lp, cfg.teacher_temperature, tail=cfg.support == "tail")
+    per_token = divergence(teacher_lp, student_lp, cfg.loss, beta=cfg.jsd_beta, entry_clip=cfg.kl_entry_clip)
     realised = student.gather(-1, completion_ids[:, None].long()).squeeze(-1)
     ratio = torch.exp(realised.detach() - behaviour_logprobs)
-    if importance:
+    if importance and cfg.importance_weight == "token":
         per_token = per_token * clipped_importance_weight(realised, behaviour_logprobs, cfg.is_clip)
+    elif importance and cfg.importance_weight == "prefix":
+        per_token = per_token * prefix_importance_weight(realised, behaviour_logprobs, cfg.is_clip)
     per_token = torch.where(mask, per_token, torch.zeros_like(per_token))
     with torch.no_grad():
         forward = divergence(*supported_logprobs(student, topk_ids, topk_logprobs, tail_logmass, "tail"), "forward_kl")
@@ -189,10 +203,10 @@ def distill_student(
     rows = training_rows(teacher, read_artifact(traces, schema=TRACES_SCHEMA, artifact="traces"), cfg, tokenizer)
     if rows.height == 0:
         log.warning(
-            "%s: no trace has a token that carries loss (token_mask %r, skip_correct %s, token_filter %r, "
-            "mask_format_tokens %s) among %d traces: the student is saved unchanged",
-            teacher_logprobs, cfg.token_mask, cfg.skip_correct, cfg.token_filter, cfg.mask_format_tokens,
-            teacher.height,
+            "%s: no trace has a token that carries loss (token_mask %r, skip_correct %s, skip_first_tokens %d, "
+            "token_filter %r, mask_format_tokens %s) among %d traces: the student is saved unchanged",
+            teacher_logprobs, cfg.token_mask, cfg.skip_correct, cfg.skip_first_tokens, cfg.token_filter,
+            cfg.mask_format_tokens, teacher.height,
         )  # fmt: skip
     check_memory(training_memory("distill_student", rows, student, cfg.optim, cfg.lora))
     model, tokenizer, base_dir = load_student(student, cfg.lora)

@@ -3,11 +3,13 @@
 Distillation losses compare the stored teacher top-k with the student at each completion token.
 Two supports: ``topk`` renormalises both distributions on the teacher's k ids; ``tail`` adds one
 bucket holding the rest of the mass (the stored tail log-mass for the teacher, ``1 - sum q_k`` for
-the student), which with k = vocabulary size is the exact full-vocabulary divergence.
+the student), which with k = vocabulary size is the exact full-vocabulary divergence. A divergence
+can clip each support entry's term (OPSD's and TRL's per-vocabulary-entry clip).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -42,15 +44,24 @@ def supported_logprobs(
     return teacher, student
 
 
-def sharpen(log_p: torch.Tensor, temperature: float) -> torch.Tensor:
+def sharpen(log_p: torch.Tensor, temperature: float, *, tail: bool = False) -> torch.Tensor:
     """``log_p`` at temperature ``temperature``, renormalised over the last axis (1.0: unchanged).
 
-    On the tail support the tail bucket counts as one token, so the result is an approximation of
-    sharpening the full distribution (exact on the top-k support).
+    Exact on the top-k support. With ``tail`` the last entry is a bucket of many tokens, none more
+    likely than the smallest top-k entry ``p_min``; each of its tokens' ``p^(1/T)`` is then at most
+    ``p p_min^(1/T - 1)``, and the bucket is sharpened to that bound, ``m p_min^(1/T - 1)``: exact
+    when the tail's tokens all sit at ``p_min``, an upper bound otherwise. So, for T < 1, the tail
+    shrinks at least as fast as the least likely top-k token and never outgrows a top-k entry
+    (treating the bucket as one token would let a 0.3 tail outgrow a 0.2 top-1).
     """
     if temperature == 1.0:
         return log_p
-    return (log_p / temperature).log_softmax(-1)
+    if not tail:
+        return (log_p / temperature).log_softmax(-1)
+    top, bucket = log_p[..., :-1], log_p[..., -1:]
+    smallest = top.min(-1, keepdim=True).values
+    bucket = bucket + (1.0 / temperature - 1.0) * smallest
+    return torch.cat([top / temperature, bucket], dim=-1).log_softmax(-1)
 
 
 def entropy(log_p: torch.Tensor) -> torch.Tensor:
@@ -59,26 +70,25 @@ def entropy(log_p: torch.Tensor) -> torch.Tensor:
     return -torch.where(p > 0, p * log_p, torch.zeros_like(p)).sum(-1)
 
 
-def _kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
-    """KL(p || q) over the last axis, with 0 * log 0 = 0."""
+def _kl_terms(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """The summands ``p (log p - log q)`` of KL(p || q) over the last axis, with 0 * log 0 = 0."""
     p = log_p.exp()
-    terms = torch.where(p > 0, p * (log_p - log_q), torch.zeros_like(p))
-    return terms.sum(-1)
+    return torch.where(p > 0, p * (log_p - log_q), torch.zeros_like(p))
 
 
-def divergence(
+def divergence_terms(
     log_teacher: torch.Tensor, log_student: torch.Tensor, kind: Divergence, beta: float = 0.5
 ) -> torch.Tensor:
-    """Per-token divergence between teacher and student log-distributions.
+    """Each support entry's term of the per-token divergence (same shape as the inputs).
 
     ``forward_kl`` is KL(teacher || student) (the paper's), ``reverse_kl`` is KL(student || teacher),
     ``jsd`` is the generalised Jensen-Shannon divergence with mixture ``m = beta p + (1 - beta) q``:
     ``beta KL(p || m) + (1 - beta) KL(q || m)``.
     """
     if kind == "forward_kl":
-        return _kl(log_teacher, log_student)
+        return _kl_terms(log_teacher, log_student)
     if kind == "reverse_kl":
-        return _kl(log_student, log_teacher)
+        return _kl_terms(log_student, log_teacher)
     if kind == "jsd":
         if not 0.0 < beta < 1.0:
             raise ValueError(f"jsd needs 0 < beta < 1, got {beta}")
@@ -86,13 +96,47 @@ def divergence(
             torch.stack([log_teacher + torch.log(torch.tensor(beta)), log_student + torch.log(torch.tensor(1 - beta))]),
             dim=0,
         )
-        return beta * _kl(log_teacher, log_m) + (1 - beta) * _kl(log_student, log_m)
+        return beta * _kl_terms(log_teacher, log_m) + (1 - beta) * _kl_terms(log_student, log_m)
     raise ValueError(f"unknown divergence {kind!r}")
+
+
+def divergence(
+    log_teacher: torch.Tensor,
+    log_student: torch.Tensor,
+    kind: Divergence,
+    beta: float = 0.5,
+    *,
+    entry_clip: float | None = None,
+) -> torch.Tensor:
+    """Per-token divergence (:func:`divergence_terms` summed over the last axis).
+
+    ``entry_clip`` caps each entry's term from above before the sum, as OPSD's ``jsd_token_clip``
+    and TRL's ``distillation_kl_clip`` (0.05) do, so that no single vocabulary entry (e.g. a teacher
+    sure of ``answer`` where the student is not) dominates a token's loss. A clipped entry passes no
+    gradient, and since entries where the student is the surer side are negative and not clipped, a
+    token's clipped sum can fall below zero.
+    """
+    terms = divergence_terms(log_teacher, log_student, kind, beta)
+    if entry_clip is not None:
+        terms = terms.clamp(max=entry_clip)
+    return terms.sum(-1)
 
 
 def clipped_importance_weight(current: torch.Tensor, behaviour: torch.Tensor, clip: float) -> torch.Tensor:
     """Truncated importance weight ``min(exp(current - behaviour), clip)``, no gradient."""
     return torch.exp(current.detach() - behaviour).clamp(max=clip)
+
+
+def prefix_importance_weight(current: torch.Tensor, behaviour: torch.Tensor, clip: float) -> torch.Tensor:
+    """Truncated weight of each position's *prefix*: ``min(prod_{s<t} exp(current_s - behaviour_s), clip)``.
+
+    A full-distribution divergence at position t depends on the sampled tokens before t, not on
+    token t, so the importance weight that corrects its expectation to the current policy is the
+    product of the earlier tokens' ratios (1 at t = 0). No gradient.
+    """
+    log_ratio = current.detach() - behaviour
+    before = torch.cumsum(log_ratio, dim=-1) - log_ratio
+    return torch.exp(before.clamp(max=math.log(clip)))
 
 
 def group_advantages(

@@ -40,8 +40,8 @@ from pipeline.artifacts import (
 from pipeline.config import ContextTemplates, PremiseConfig, PromptConfig
 from pipeline.engines import Completion, Engine, SamplingConfig, engine_from_config, load_tokenizer, sample_model
 from pipeline.metrics import bootstrap_ci
-from pipeline.tasks.solver_format import parse_response, render_chat
-from pipeline.tasks.teacher_prompts import context_body, join_feedback, teacher_messages
+from pipeline.tasks.solver_format import parse_response
+from pipeline.tasks.teacher_prompts import context_body, join_feedback, render_teacher_chat, teacher_messages
 from pipeline.tasks.token_spans import CATEGORIES, categorise_tokens, token_char_spans
 from pipeline.tasks.verify import verify_answer
 
@@ -77,7 +77,7 @@ def premise_prompts(
         for layout in layouts:
             for kind, body in bodies.items():
                 messages = teacher_messages(layout, context=body, row=row, templates=templates, prompt=prompt)
-                text = render_chat(tokenizer, messages, enable_thinking=enable_thinking)
+                text = render_teacher_chat(tokenizer, messages, enable_thinking=enable_thinking)
                 ids = tokenizer(text, add_special_tokens=False)["input_ids"]
                 rows.append({**base, "layout": layout, "context_kind": kind, "prompt": ids})
     schema = {
@@ -232,6 +232,27 @@ def premise_table(
     return table
 
 
+def rule_layout(table: list[dict[str, Any]], kind: str = "critique") -> str | None:
+    """The teacher layout the layout rule picks from a :func:`premise_table`, or None.
+
+    The rule (docs: experiments, the layout study): the layout whose ``kind`` teacher has the largest
+    *formatted* gap over no context on originally incorrect traces (a re-solve counts only when it is
+    right and keeps the step format: the student imitates the teacher's format as much as its
+    arithmetic), among the layouts whose formatted gap's 95% CI lies above zero and whose gap on
+    originally correct traces is not below zero beyond its CI.
+    """
+    eligible = []
+    for row in table:
+        formatted = (row.get("formatted") or {}).get("gap_originally_incorrect")
+        correct = row.get("gap_originally_correct")
+        if row["context_kind"] != kind or formatted is None or formatted["ci_low"] <= 0:
+            continue
+        if correct is not None and correct["ci_high"] < 0:
+            continue
+        eligible.append((formatted["mean"], row["layout"]))
+    return max(eligible)[1] if eligible else None
+
+
 def check_premise(
     *,
     traces: Path,
@@ -288,6 +309,7 @@ def check_premise(
         "sample_s": round(sample_s, 2),
         "table": premise_table(samples, advantages, resamples=cfg.bootstrap_resamples, seed=cfg.seed),
     }
+    summary["rule_layout"] = rule_layout(summary["table"])
     params = {
         "premise": dataclasses.asdict(cfg),
         "templates_version": templates.version,

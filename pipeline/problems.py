@@ -1,4 +1,4 @@
-"""Stage ``prepare_problems``: train/eval problem files plus a rejects file.
+"""Stage ``prepare_problems``: train, eval and dev problem files plus a rejects file.
 
 Two sources: the built-in seeded ``arith`` generator, or any table ``datasets.load_dataset`` reads
 (local parquet/jsonl/csv, a hub id where a hub is reachable, or ``champ``, the problems the
@@ -28,12 +28,16 @@ STAGE = "prepare_problems"
 _BOXED_RE = re.compile(r"\\boxed\{((?:[^{}]|\{[^{}]*\})*)\}")
 
 
-def arith_frames(cfg: ProblemsConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Generate the eval and train sets from independent seeded streams (editing one keeps the other)."""
+def arith_frames(cfg: ProblemsConfig) -> dict[str, pl.DataFrame]:
+    """The eval, train and dev sets from independent seeded streams (editing one keeps the others).
+
+    Dev comes from the train distribution, never repeating an eval or a train question.
+    """
     eval_set = generate_problems(cfg.n_eval, seed=f"{cfg.seed}-eval", settings=cfg.arith)
-    train_set = generate_problems(
-        cfg.n_train, seed=f"{cfg.seed}-train", settings=cfg.arith, exclude=frozenset(p.question for p in eval_set)
-    )
+    seen = frozenset(p.question for p in eval_set)
+    train_set = generate_problems(cfg.n_train, seed=f"{cfg.seed}-train", settings=cfg.arith, exclude=seen)
+    seen |= frozenset(p.question for p in train_set)
+    dev_set = generate_problems(cfg.n_dev, seed=f"{cfg.seed}-dev", settings=cfg.arith, exclude=seen)
 
     def frame(problems: list, split: str) -> pl.DataFrame:
         rows = [
@@ -52,7 +56,7 @@ def arith_frames(cfg: ProblemsConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
         ]
         return pl.DataFrame(rows, schema=PROBLEMS_SCHEMA)
 
-    return frame(train_set, "train"), frame(eval_set, "eval")
+    return {"train": frame(train_set, "train"), "eval": frame(eval_set, "eval"), "dev": frame(dev_set, "dev")}
 
 
 def extract_answer(raw: str | None, answer_format: str) -> tuple[str | None, str | None]:
@@ -165,19 +169,25 @@ def clean_rows(raw: pl.DataFrame, source: DatasetSource, *, source_name: str) ->
     return pl.DataFrame(good, schema=PROBLEMS_SCHEMA), pl.DataFrame(rejects, schema=REJECTS_SCHEMA)
 
 
-def split_rows(good: pl.DataFrame, *, n_train: int, n_eval: int, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Seeded shuffle, then the first ``n_eval`` rows are eval and up to ``n_train`` more are train."""
+def split_rows(good: pl.DataFrame, *, n_train: int, n_eval: int, n_dev: int, seed: int) -> dict[str, pl.DataFrame]:
+    """Seeded shuffle; the first ``n_eval`` rows are eval, the rest the train part, from which the
+    first ``n_dev`` rows are carved as dev and up to ``n_train`` more are train."""
     if good.height < 2:
         raise ValueError(f"only {good.height} usable problems; need at least 2 (see the rejects file)")
     shuffled = good.sample(fraction=1.0, shuffle=True, seed=seed)
     n_eval = min(n_eval, shuffled.height // 2)
-    eval_set = shuffled.head(n_eval).with_columns(split=pl.lit("eval"))
-    train_set = shuffled.slice(n_eval, n_train).with_columns(split=pl.lit("train"))
-    if train_set.height < n_train or eval_set.height < n_eval:
+    n_dev = min(n_dev, (shuffled.height - n_eval) // 2)
+    sets = {
+        "eval": shuffled.head(n_eval),
+        "dev": shuffled.slice(n_eval, n_dev),
+        "train": shuffled.slice(n_eval + n_dev, n_train),
+    }
+    asked = {"train": n_train, "eval": n_eval, "dev": n_dev}
+    if any(sets[split].height < n for split, n in asked.items()):
         log.warning(
-            "asked for %d train / %d eval problems, have %d / %d", n_train, n_eval, train_set.height, eval_set.height
+            "asked for %s problems, have %s", asked, {split: frame.height for split, frame in sets.items()}
         )
-    return train_set, eval_set
+    return {split: frame.with_columns(split=pl.lit(split)) for split, frame in sets.items()}
 
 
 def champ_frame() -> pl.DataFrame:
@@ -248,24 +258,21 @@ def load_source(source: DatasetSource) -> pl.DataFrame:
     return pl.DataFrame(list(itertools.islice(stream, source.max_rows)), infer_schema_length=None)
 
 
-def prepare_problems(*, train: Path, eval: Path, rejects: Path, cfg: ProblemsConfig) -> dict[str, int]:
-    """Write the train, eval and rejects files for ``cfg``; return row counts."""
+def prepare_problems(*, train: Path, eval: Path, dev: Path, rejects: Path, cfg: ProblemsConfig) -> dict[str, int]:
+    """Write the train, eval, dev and rejects files for ``cfg``; return row counts."""
     if cfg.source == "arith":
-        train_df, eval_df = arith_frames(cfg)
+        splits = arith_frames(cfg)
         rejects_df = pl.DataFrame(schema=REJECTS_SCHEMA)
     else:
         assert cfg.dataset is not None
         raw = load_source(cfg.dataset)
         good, rejects_df = clean_rows(raw, cfg.dataset, source_name=cfg.dataset.builder.replace("/", "_"))
-        train_df, eval_df = split_rows(good, n_train=cfg.n_train, n_eval=cfg.n_eval, seed=cfg.seed)
+        splits = split_rows(good, n_train=cfg.n_train, n_eval=cfg.n_eval, n_dev=cfg.n_dev, seed=cfg.seed)
     params = dataclasses.asdict(cfg)
-    for frame, path, schema, name in (
-        (train_df, train, PROBLEMS_SCHEMA, "problems"),
-        (eval_df, eval, PROBLEMS_SCHEMA, "problems"),
-        (rejects_df, rejects, REJECTS_SCHEMA, "rejects"),
-    ):
-        write_artifact(frame, path, schema=schema, artifact=name, stage=STAGE, params=params)
-    counts = {"train": train_df.height, "eval": eval_df.height, "rejects": rejects_df.height}
+    for split, path in (("train", train), ("eval", eval), ("dev", dev)):
+        write_artifact(splits[split], path, schema=PROBLEMS_SCHEMA, artifact="problems", stage=STAGE, params=params)
+    write_artifact(rejects_df, rejects, schema=REJECTS_SCHEMA, artifact="rejects", stage=STAGE, params=params)
+    counts = {split: frame.height for split, frame in splits.items()} | {"rejects": rejects_df.height}
     if rejects_df.height:
         reasons = rejects_df.group_by("reason").len().sort("reason").iter_rows()
         log.warning("rejected %d rows: %s", rejects_df.height, ", ".join(f"{r}={n}" for r, n in reasons))

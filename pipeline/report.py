@@ -25,6 +25,7 @@ import polars as pl
 
 from pipeline.artifacts import (
     ADVANTAGE_AGGREGATES_SCHEMA,
+    ADVANTAGE_TOKENS_SCHEMA,
     CRITIQUES_SCHEMA,
     EVAL_SAMPLES_SCHEMA,
     TRAIN_LOG_SCHEMA,
@@ -34,6 +35,7 @@ from pipeline.artifacts import (
     read_provenance,
     write_text_atomic,
 )
+from pipeline.claims import claims_table, overall_verdicts
 from pipeline.metrics import answer_only_rate, bootstrap_ci, miscalculated_step_rate, problem_metrics
 
 log = logging.getLogger(__name__)
@@ -95,31 +97,33 @@ def _arm_rank() -> dict[str, int]:
     return {arm: i for i, arm in enumerate(ARM_ORDER)}
 
 
-def table_one(checkpoints: pl.DataFrame) -> pl.DataFrame:
-    """The paper's Table 1: per arm, the best round (and which) of Pass@n, Maj@n, Avg@n, and the last round."""
+def chosen_rounds(checkpoints: pl.DataFrame, dev: pl.DataFrame | None = None) -> dict[str, int]:
+    """The round each condition is judged at: its best dev Avg@n (the earlier round on a tie) where
+    the run evaluated dev, else its last round; the base solver's round 0. Never chosen on eval."""
+    source = dev if dev is not None and dev.height else checkpoints
+    by = ["avg", "round"] if source is dev else ["round"]
+    descending = [True, False] if source is dev else [True]
+    rounds = {}
+    for (condition,), group in source.group_by("condition", maintain_order=True):
+        rounds[condition] = int(group.sort(by, descending=descending).row(0, named=True)["round"])
+    for (condition,), group in checkpoints.group_by("condition", maintain_order=True):
+        rounds.setdefault(condition, int(group["round"].max()))
+    return rounds
+
+
+def table_one(checkpoints: pl.DataFrame, rounds: Mapping[str, int]) -> pl.DataFrame:
+    """The paper's Table 1: per arm, Pass@n, Maj@n, Avg@n at its judged round (``rounds``, chosen on
+    dev or the last), and at its last round."""
     rows = []
     for (condition,), group in checkpoints.group_by("condition", maintain_order=True):
-        trained = group.filter(pl.col("round") > 0) if condition != "base" else group
-        last = trained.sort("round").row(-1, named=True)
-        row: dict[str, Any] = {"condition": condition}
-        for metric in ("pass_n", "maj", "avg"):
-            best = trained.sort(metric, "round", descending=[True, False]).row(0, named=True)
-            row[f"best_{metric}"] = best[metric]
-            row[f"best_{metric}_round"] = best["round"]
-        best_avg = trained.sort("avg", "round", descending=[True, False]).row(0, named=True)
-        row |= {
-            "best_avg_low": best_avg["avg_low"],
-            "best_avg_high": best_avg["avg_high"],
-            "best_length": best_avg["length"],
-            "last_round": last["round"],
-            "last_pass_n": last["pass_n"],
-            "last_maj": last["maj"],
-            "last_avg": last["avg"],
-            "last_avg_low": last["avg_low"],
-            "last_avg_high": last["avg_high"],
-            "last_length": last["length"],
-        }
-        rows.append(row)
+        chosen = group.filter(pl.col("round") == rounds.get(condition, group["round"].max()))
+        chosen = chosen if chosen.height else group.sort("round").tail(1)
+        judged, last = chosen.row(0, named=True), group.sort("round").row(-1, named=True)
+        rows.append(
+            {"condition": condition, "round": judged["round"]}
+            | {key: judged[key] for key in ("pass_n", "maj", "avg", "avg_low", "avg_high", "length")}
+            | {f"last_{key}": last[key] for key in ("round", "pass_n", "maj", "avg", "avg_low", "avg_high", "length")}
+        )
     return pl.DataFrame(rows)
 
 
@@ -264,15 +268,24 @@ def training_curves_figure(training: pl.DataFrame) -> bytes:
 
 
 def paired_differences(
-    samples: pl.DataFrame, pairs: Sequence[tuple[str, str]], *, resamples: int, seed: int
+    samples: pl.DataFrame,
+    pairs: Sequence[tuple[str, str]],
+    rounds: Mapping[str, int],
+    *,
+    resamples: int,
+    seed: int,
 ) -> pl.DataFrame:
     """Avg@n differences between checkpoints on the same problems, with paired 95% bootstrap CIs.
 
-    ``pairs`` are (a, b) condition names; each side is that condition's last round (the base
-    solver's round 0). Per-problem Avg@n is averaged over seeds first, then ``a - b`` per problem is
-    bootstrapped over problems: far tighter than comparing two unpaired CIs.
+    ``pairs`` are (a, b) condition names; each side is that condition's judged round (``rounds``:
+    chosen on dev, or the last; the base solver's round 0). Per-problem Avg@n is averaged over seeds
+    first, then ``a - b`` per problem is bootstrapped over problems: far tighter than comparing two
+    unpaired CIs.
     """
-    last = samples.group_by("condition").agg(pl.col("round").max())
+    judged = pl.DataFrame(
+        {"condition": list(rounds), "round": list(rounds.values())}, schema={"condition": pl.String, "round": pl.Int32}
+    )
+    last = samples.select("condition", "round").unique().join(judged, on=["condition", "round"])
     per_problem = (
         samples.join(last, on=["condition", "round"])
         .group_by("condition", "seed", "problem_id")
@@ -387,18 +400,18 @@ def _ci(mean: float, low: float, high: float) -> str:
     return f"{mean:.3f} [{low:.3f}, {high:.3f}]"
 
 
-def table_one_html(table: pl.DataFrame, n: int) -> str:
-    """Table 1 with the round that achieved each best value."""
+def table_one_html(table: pl.DataFrame, n: int, chosen_on: str) -> str:
+    """Table 1: each arm at its judged round (chosen on ``chosen_on``), and at its last round."""
     rows = []
     for r in table.iter_rows(named=True):
         rows.append(
             {
                 "condition": r["condition"],
-                f"best Pass@{n} (round)": f"{r['best_pass_n']:.3f} ({r['best_pass_n_round']})",
-                f"best Maj@{n} (round)": f"{r['best_maj']:.3f} ({r['best_maj_round']})",
-                f"best Avg@{n} [95% CI] (round)": f"{_ci(r['best_avg'], r['best_avg_low'], r['best_avg_high'])} "
-                f"({r['best_avg_round']})",
-                "length at best Avg": f"{r['best_length']:.1f}",
+                f"round ({chosen_on})": str(r["round"]),
+                f"Pass@{n}": f"{r['pass_n']:.3f}",
+                f"Maj@{n}": f"{r['maj']:.3f}",
+                f"Avg@{n} [95% CI]": _ci(r["avg"], r["avg_low"], r["avg_high"]),
+                "length": f"{r['length']:.1f}",
                 "last round": str(r["last_round"]),
                 f"last Pass@{n}": f"{r['last_pass_n']:.3f}",
                 f"last Maj@{n}": f"{r['last_maj']:.3f}",
@@ -407,6 +420,30 @@ def table_one_html(table: pl.DataFrame, n: int) -> str:
             }
         )
     return html_table(pl.DataFrame(rows))
+
+
+def claims_html(table: pl.DataFrame) -> str:
+    """The claims table: per claim, each seed's and the pooled contrast with its CI and verdict."""
+    if table.height == 0:
+        return "<p>No claim could be computed (the run lacks the arms or traces they compare).</p>"
+    verdicts = overall_verdicts(table)
+    rows = []
+    for r in table.iter_rows(named=True):
+        n = r["problems"] if r["problems"] is not None else r["traces"]
+        unit = "problems" if r["problems"] is not None else "traces"
+        rows.append(
+            {
+                "claim": r["claim"],
+                "statement": r["statement"],
+                "seed": r["seed"],
+                "contrast [95% CI]": f"{r['contrast']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]",
+                "over": f"{n} {unit}",
+                "verdict": r["verdict"],
+                "paper": r["paper"],
+            }
+        )
+    summary = ", ".join(f"{key} {value}" for key, value in verdicts.items() if key not in ("C5a", "C5b"))
+    return f"<p class='verdict'>{html.escape(summary)}</p>" + html_table(pl.DataFrame(rows))
 
 
 def _cell(entry: Mapping[str, Any] | None, *, signed: bool = False) -> str:
@@ -517,11 +554,28 @@ img { max-width: 100%; } pre { background: #f7f7f7; padding: 0.8rem; overflow-x:
 """
 
 
+def dev_html(checkpoints: pl.DataFrame, paired: pl.DataFrame, n: int) -> str:
+    """The dev split's checkpoints and paired differences: what the run's choices are made on."""
+    table = checkpoints.select(
+        "condition", "round", "seeds", "problems",
+        pl.struct("avg", "avg_low", "avg_high")
+        .map_elements(lambda r: _ci(r["avg"], r["avg_low"], r["avg_high"]), return_dtype=pl.String)
+        .alias(f"Avg@{n} [95% CI]"),
+        pl.col("maj").alias(f"Maj@{n}"), pl.col("pass_n").alias(f"Pass@{n}"),
+        "length", "format_rate", "answer_only", "token_entropy",
+    )  # fmt: skip
+    return html_table(table) + (html_table(paired) if paired.height else "")
+
+
 def render_report(
     *,
     checkpoints: pl.DataFrame,
     training: pl.DataFrame,
     paired: pl.DataFrame,
+    rounds: Mapping[str, int],
+    split: str,
+    claims: pl.DataFrame | None,
+    dev: tuple[pl.DataFrame, pl.DataFrame] | None,
     premise: Mapping[str, Any],
     arms: Mapping[str, str],
     layout: str,
@@ -532,11 +586,16 @@ def render_report(
     provenance_record: Mapping[str, Any],
     selection: Mapping[str, Any] | None = None,
 ) -> str:
-    """The whole report page as a string; the premise (does each arm's teacher know more?) comes first.
+    """The whole report page as a string: the claims first, then the premise (does each arm's
+    teacher know more?), then the evaluation.
 
-    ``arms`` maps each self-distillation arm to its context kind; ``layout`` is the arms' teacher layout;
-    ``selection`` is select_problems' summary, when it ran.
+    ``checkpoints`` and ``paired`` are of ``split`` (eval; dev in a dev-only study), each arm judged at
+    its round in ``rounds``; ``claims`` is None without an eval split; ``dev`` holds the dev split's
+    checkpoints and paired differences when the run evaluated dev. ``arms`` maps each
+    self-distillation arm to its context kind; ``layout`` is the arms' teacher layout; ``selection``
+    is select_problems' summary, when it ran.
     """
+    chosen_on = "chosen on dev" if dev is not None else "last"
     n = int(checkpoints["n"][0])
     seeds = int(checkpoints["seeds"].max())
     winners = beats_base(checkpoints)
@@ -556,6 +615,9 @@ def render_report(
     )  # fmt: skip
     curves = _img(training_curves_figure(training), "training curves") if training.height else "<p>No logs.</p>"
     flags = premise_flags(premise["table"], layout, arms)
+    if "rule_layout" in premise and premise["rule_layout"] != layout:
+        picked = premise["rule_layout"] or "no layout (none qualifies)"
+        flags.append(f"The layout rule picks {picked} on these traces; the arms use {layout}.")
     flag_html = "".join(f"<p class='flag'>{html.escape(line)}</p>" for line in flags) or (
         "<p class='verdict'>Every self-distillation arm's teacher beats no context on originally incorrect "
         "train traces.</p>"
@@ -563,12 +625,27 @@ def render_report(
     paired_html = (
         _img(paired_figure(paired), "paired differences") + html_table(paired) if paired.height else "<p>None.</p>"
     )
+    claims_section = (
+        claims_html(claims)
+        + "<p class='note'>Each contrast is oriented so that a positive value is the paper's direction. "
+        f"C1-C4: paired per-problem Avg@{n} differences on the eval problems, each arm at its round "
+        f"({chosen_on}); the base solver is evaluated once and paired with every seed. C5a/C5b: per-trace "
+        "A<sub>t</sub> contrasts on the round-0 traces with a located wrong step (C5a: the critique teacher's "
+        "mean A<sub>t</sub> on the correct steps before the error minus at the first wrong step; C5b: the "
+        "critique teacher's minus the reference teacher's on those correct steps). 95% percentile bootstrap "
+        "CIs; pooled: seeds resampled, then problems (traces). Verdict from the CI: replicated (above 0), "
+        "reversed (below 0), inconclusive. The paper's figures: Avg@12 points on its 30 test problems.</p>"
+        if claims is not None
+        else "<p>This run evaluated no eval split (a dev-only study): no claims.</p>"
+    )
+    split_note = "" if split == "eval" else " <strong>No eval split: the tables below are on dev.</strong>"
     sections = [
         "<h1>Self-distillation from a frozen critic's feedback: report</h1>",
         f"<p class='note'>Solver <code>{html.escape(str(provenance_record['config'].get('solver')))}</code>, "
         f"critic <code>{html.escape(str(provenance_record['config'].get('critic', {}).get('backend')))}</code>, "
-        f"teacher layout <code>{html.escape(layout)}</code>, {seeds} seed(s), {n} samples per eval problem, "
-        f"git {html.escape(provenance_record['git_commit'][:12])}.</p>",
+        f"teacher layout <code>{html.escape(layout)}</code>, {seeds} seed(s), {n} samples per {split} problem, "
+        f"git {html.escape(provenance_record['git_commit'][:12])}.{split_note}</p>",
+        f"<h2>The paper's claims</h2>{claims_section}",
         "<h2>Premise: does each teacher know more than the student?</h2>",
         flag_html,
         html_table(premise_rows(premise["table"], layout)),
@@ -582,13 +659,16 @@ def render_report(
         "is flagged.</p>",
         f"<p class='verdict'>{html.escape(verdict)}</p>",
         f"<h2>Paired differences in Avg@{n}</h2>{paired_html}",
-        "<p class='note'>Each arm's last round against the base solver and against the other arms, on the same "
-        "eval problems: per-problem differences (averaged over seeds), 95% bootstrap CI over problems.</p>",
-        f"<h2>Table 1: best and last round</h2>{table_one_html(table_one(checkpoints), n)}",
-        *([f"<h2>Problem selection</h2>{selection_html(selection)}"] if selection else []),
-        "<p class='note'>Best: the round (1..R) with the highest value of each metric; the base row is the "
-        "untrained solver. CIs are 95% percentile bootstrap intervals over eval problems (per-problem "
+        f"<p class='note'>Each arm at its round ({chosen_on}) against the base solver and against the other "
+        f"arms, on the same {split} problems: per-problem differences (averaged over seeds), 95% bootstrap CI "
+        "over problems.</p>",
+        f"<h2>Table 1</h2>{table_one_html(table_one(checkpoints, rounds), n, chosen_on)}",
+        "<p class='note'>Each arm at the round it is judged at: with a dev split, the round (1..R) with the "
+        "best dev Avg@n; without one, the last round. Never chosen on the eval problems. The base row is the "
+        f"untrained solver. CIs are 95% percentile bootstrap intervals over {split} problems (per-problem "
         "metrics averaged over seeds first).</p>",
+        *([f"<h2>Dev split (where choices are made)</h2>{dev_html(*dev, n)}"] if dev is not None else []),
+        *([f"<h2>Problem selection</h2>{selection_html(selection)}"] if selection else []),
         f"<h2>Avg@{n} per round</h2>{_img(avg_per_round_figure(checkpoints, n), 'Avg per round')}",
         html_table(per_round),
         "<p class='note'>answer_only: share of samples that answer without a single step (a student that "
@@ -634,6 +714,8 @@ def _body(page: str) -> str:
 def report(
     *,
     eval_samples: Sequence[Path],
+    dev_samples: Sequence[Path] = (),
+    advantage_tokens: Mapping[int, Path],
     train_logs: Mapping[tuple[int, str, int], Path],
     premise: Path,
     advantages: Path,
@@ -650,11 +732,24 @@ def report(
 ) -> dict[str, Any]:
     """Read every result and write the report page ``out`` (atomically).
 
+    ``eval_samples`` and ``dev_samples`` are the checkpoints' samples on each split (either may be
+    empty, not both); ``advantage_tokens`` maps each run seed to its advantage tokens (claim C5);
     ``train_logs`` is keyed by (seed, arm, round); ``critiques`` maps each file to its run seed;
     ``arms`` maps each self-distillation arm to its context kind.
     """
+
+    def read_samples(paths: Sequence[Path]) -> pl.DataFrame | None:
+        frames = [read_artifact(p, schema=EVAL_SAMPLES_SCHEMA, artifact="eval_samples") for p in paths]
+        return pl.concat(frames) if frames else None
+
     # every input is read (and checked) before any work, so a bad one fails the job at once, named
-    samples = pl.concat([read_artifact(p, schema=EVAL_SAMPLES_SCHEMA, artifact="eval_samples") for p in eval_samples])
+    evals, devs = read_samples(eval_samples), read_samples(dev_samples)
+    if evals is None and devs is None:
+        raise ValueError("report: no evaluation on any split (experiment.eval_splits)")
+    tokens = {
+        s: read_artifact(p, schema=ADVANTAGE_TOKENS_SCHEMA, artifact="advantage_tokens")
+        for s, p in advantage_tokens.items()
+    }
     logs = {key: read_artifact(p, schema=TRAIN_LOG_SCHEMA, artifact="train_log") for key, p in train_logs.items()}
     premise_table = read_json(premise)
     aggregates = read_artifact(advantages, schema=ADVANTAGE_AGGREGATES_SCHEMA, artifact="advantage_aggregates")
@@ -665,13 +760,26 @@ def report(
         ]
     )
     selection_summary = read_json(selection) if selection is not None else None
+
+    def paired_on(samples: pl.DataFrame, checkpoints: pl.DataFrame) -> pl.DataFrame:
+        pairs = comparison_pairs(arms, checkpoints["condition"].unique(maintain_order=True).to_list())
+        return paired_differences(samples, pairs, rounds, resamples=resamples, seed=seed)
+
+    split, samples = ("eval", evals) if evals is not None else ("dev", devs)
     checkpoints = checkpoint_table(samples, resamples=resamples, seed=seed)
-    conditions = checkpoints["condition"].unique(maintain_order=True).to_list()
-    paired = paired_differences(samples, comparison_pairs(arms, conditions), resamples=resamples, seed=seed)
+    dev_checkpoints = checkpoint_table(devs, resamples=resamples, seed=seed) if devs is not None else None
+    rounds = chosen_rounds(checkpoints, dev_checkpoints)
+    paired = paired_on(samples, checkpoints)
+    dev = (dev_checkpoints, paired_on(devs, dev_checkpoints)) if evals is not None and devs is not None else None
+    claims = claims_table(evals, rounds, tokens, resamples=resamples, seed=seed) if evals is not None else None
     page = render_report(
         checkpoints=checkpoints,
         training=training_frame(logs),
         paired=paired,
+        rounds=rounds,
+        split=split,
+        claims=claims,
+        dev=dev,
         premise=premise_table,
         arms=arms,
         layout=config["contexts"]["layout"],
@@ -683,6 +791,12 @@ def report(
         selection=selection_summary,
     )
     write_text_atomic(page, out)
-    table = table_one(checkpoints)
     log.info("report: %s\n%s", out, checkpoints)
-    return {"checkpoints": checkpoints.to_dicts(), "table_one": table.to_dicts(), "paired": paired.to_dicts()}
+    return {
+        "checkpoints": checkpoints.to_dicts(),
+        "table_one": table_one(checkpoints, rounds).to_dicts(),
+        "paired": paired.to_dicts(),
+        "rounds": rounds,
+        "claims": claims.to_dicts() if claims is not None else None,
+        "dev": dev_checkpoints.to_dicts() if dev_checkpoints is not None else None,
+    }

@@ -4,11 +4,11 @@ The paper keeps a problem only where (1) the base solver is weak, Avg@16 < 5/16,
 solve it, and (3) the solver follows the step format. Three jobs, so that editing a threshold reruns
 no sampling:
 
-- ``select_problems_solver``: the base solver samples every candidate (train and eval) n times with
+- ``select_problems_solver``: the base solver samples every candidate (train, eval, dev) n times with
   the solver prompt; every sample is stored;
 - ``select_problems_critic`` (LLM critic only): the critic answers every candidate itself, greedy,
   thinking stripped; the oracle needs no job, as it knows every ``arith`` chain;
-- ``select_problems``: the pure filter over those tables. It writes the kept train and eval sets
+- ``select_problems``: the pure filter over those tables. It writes the kept train, eval and dev sets
   (same schema as ``prepare_problems``'), every dropped candidate with the filters it fails, and a
   summary the report shows.
 
@@ -57,9 +57,12 @@ FILTERS = ("too_easy", "too_hard", "critic_fails", "format", "over_cap")
 # Pure core.
 
 
-def candidates(train: pl.DataFrame, eval_set: pl.DataFrame) -> pl.DataFrame:
-    """Both candidate splits in one frame, train first, each in its file's order."""
-    return pl.concat([train, eval_set]).with_row_index("order")
+SPLITS = ("train", "eval", "dev")
+
+
+def candidates(*splits: pl.DataFrame) -> pl.DataFrame:
+    """The candidate splits in one frame (train, eval, dev), each in its file's order."""
+    return pl.concat(splits).with_row_index("order")
 
 
 def problem_table(problems: pl.DataFrame, samples: pl.DataFrame, critic_answers: pl.DataFrame | None) -> pl.DataFrame:
@@ -89,7 +92,7 @@ def apply_filters(table: pl.DataFrame, filters: SelectionFilters) -> tuple[pl.Da
 
     Filters: ``too_easy`` (avg >= max_avg), ``too_hard`` (avg < min_avg), ``critic_fails`` (with
     ``critic_solves``), ``format`` (format_rate < min_format_rate); then ``over_cap``: problems
-    that pass but lie beyond the split's cap (n_train / n_eval, in candidate order).
+    that pass but lie beyond the split's cap (n_train / n_eval / n_dev, in candidate order).
     """
     fails = {
         "too_easy": pl.col("avg") >= filters.max_avg,
@@ -103,7 +106,7 @@ def apply_filters(table: pl.DataFrame, filters: SelectionFilters) -> tuple[pl.Da
         .cast(pl.List(pl.String))
     )
     passing = flagged.filter(pl.col("reasons").list.len() == 0)
-    caps = {"train": filters.n_train, "eval": filters.n_eval}
+    caps = {"train": filters.n_train, "eval": filters.n_eval, "dev": filters.n_dev}
     passing = passing.with_columns(rank=pl.int_range(pl.len()).over("split"))
     over = pl.col("rank") >= pl.col("split").replace_strict(caps, default=None, return_dtype=pl.Int64)
     over_cap = passing.filter(over.fill_null(False)).with_columns(reasons=pl.lit(["over_cap"]))
@@ -117,7 +120,7 @@ def summarise_selection(table: pl.DataFrame, dropped: pl.DataFrame, filters: Sel
     """Per split: candidates, kept, how many fail each filter (a problem can fail several), the
     primary-reason counts, and the histogram of correct samples per problem."""
     out: dict[str, Any] = {"filters": dataclasses.asdict(filters), "splits": {}}
-    for split in ("train", "eval"):
+    for split in SPLITS:
         part = table.filter(pl.col("split") == split)
         gone = dropped.filter(pl.col("split") == split)
         failing = gone.explode("reasons")["reasons"].value_counts()
@@ -192,11 +195,8 @@ def critic_answers_frame(
 # Runners: read and write artifacts.
 
 
-def _read_candidates(train: Path, eval: Path) -> pl.DataFrame:
-    return candidates(
-        read_artifact(train, schema=PROBLEMS_SCHEMA, artifact="problems"),
-        read_artifact(eval, schema=PROBLEMS_SCHEMA, artifact="problems"),
-    )
+def _read_candidates(*paths: Path) -> pl.DataFrame:
+    return candidates(*(read_artifact(path, schema=PROBLEMS_SCHEMA, artifact="problems") for path in paths))
 
 
 def _generate(
@@ -212,10 +212,17 @@ def _generate(
 
 
 def sample_solver(
-    *, train: Path, eval: Path, model: Path, out: Path, prompt: PromptConfig, cfg: SelectionSamplingConfig
+    *,
+    train: Path,
+    eval: Path,
+    dev: Path,
+    model: Path,
+    out: Path,
+    prompt: PromptConfig,
+    cfg: SelectionSamplingConfig,
 ) -> dict[str, Any]:
     """``select_problems_solver``: n samples of the base solver per candidate, stored."""
-    problems = _read_candidates(train, eval)
+    problems = _read_candidates(train, eval, dev)
     prompts = build_prompts(problems, load_tokenizer(model), prompt)
     sampling = SamplingConfig(
         n=cfg.samples_per_problem, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens
@@ -264,9 +271,11 @@ def critic_prompts(problems: pl.DataFrame, tokenizer: Any, cfg: CriticSolveConfi
     return [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts], opened
 
 
-def sample_critic(*, train: Path, eval: Path, model: Path, out: Path, cfg: CriticSolveConfig) -> dict[str, Any]:
+def sample_critic(
+    *, train: Path, eval: Path, dev: Path, model: Path, out: Path, cfg: CriticSolveConfig
+) -> dict[str, Any]:
     """``select_problems_critic``: the critic's own greedy answer to every candidate, stored."""
-    problems = _read_candidates(train, eval)
+    problems = _read_candidates(train, eval, dev)
     prompts, opened = critic_prompts(problems, load_tokenizer(model), cfg)
     sampling = SamplingConfig(n=1, temperature=0.0, max_tokens=cfg.max_tokens)
     completions, startup, seconds = _generate(
@@ -299,17 +308,19 @@ def select_problems(
     *,
     train: Path,
     eval: Path,
+    dev: Path,
     samples: Path,
     critic_answers: Path | None,
     train_out: Path,
     eval_out: Path,
+    dev_out: Path,
     dropped_out: Path,
     summary_out: Path,
     filters: SelectionFilters,
 ) -> dict[str, Any]:
     """``select_problems``: filter the candidates on the stored tables; write kept, dropped, summary."""
     table = problem_table(
-        _read_candidates(train, eval),
+        _read_candidates(train, eval, dev),
         read_artifact(samples, schema=SELECTION_SAMPLES_SCHEMA, artifact="selection_samples"),
         read_artifact(critic_answers, schema=CRITIC_ANSWERS_SCHEMA, artifact="critic_answers")
         if critic_answers is not None
@@ -318,9 +329,9 @@ def select_problems(
     kept, dropped = apply_filters(table, filters)
     summary = summarise_selection(table, dropped, filters)
     params = {"filters": dataclasses.asdict(filters), "critic": "llm" if critic_answers is not None else "oracle"}
-    for split, path in (("train", train_out), ("eval", eval_out)):
+    for split, path in (("train", train_out), ("eval", eval_out), ("dev", dev_out)):
         part = kept.filter(pl.col("split") == split)
-        if part.height == 0:
+        if part.height == 0 and summary["splits"][split]["candidates"]:
             raise ValueError(
                 f"select_problems: no {split} problem passes the filters ({summary['splits'][split]}); "
                 "loosen select_problems.filters or add candidates"

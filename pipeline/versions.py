@@ -8,17 +8,17 @@ no torch.
 
 STAGE_VERSIONS = {
     "prepare_model": 2,
-    "prepare_problems": 1,
-    "select_problems": 1,
+    "prepare_problems": 2,
+    "select_problems": 2,
     "generate_traces": 3,
     "query_critic": 3,
-    "build_teacher_contexts": 3,
+    "build_teacher_contexts": 4,
     "score_traces": 1,
     "precompute_teacher_logprobs": 3,
-    "distill_student": 4,
+    "distill_student": 5,
     "train_grpo": 3,
     "analyse_advantages": 1,
     "evaluate": 4,
-    "check_premise": 2,
-    "report": 3,
+    "check_premise": 3,
+    "report": 4,
 }

@@ -176,7 +176,7 @@ def test_query_critic_stage_with_a_real_llm_critic(tiny_model_dir, tmp_path):
     from pipeline.traces import traces_frame
     from tests.conftest import SMOKE_CONFIG
 
-    train, _ = arith_frames(ProblemsConfig(n_train=3, n_eval=1))
+    train = arith_frames(ProblemsConfig(n_train=3, n_eval=1))["train"]
     problems = write_artifact(train, tmp_path / "train.parquet", schema=PROBLEMS_SCHEMA, artifact="problems", stage="t")
     prompts = train.select("problem_id", "answer", "verifier").with_columns(
         user_message=pl.lit("u"), prompt=pl.lit("q"), prompt_token_ids=pl.lit([1], dtype=pl.List(pl.Int32))
@@ -331,7 +331,7 @@ def test_llm_critic_on_the_real_qwen_solver(qwen_model_dir, tmp_path):
     from pipeline.traces import traces_frame
     from tests.conftest import ROOT
 
-    train, _ = arith_frames(ProblemsConfig(n_train=4, n_eval=1))
+    train = arith_frames(ProblemsConfig(n_train=4, n_eval=1))["train"]
     problems = write_artifact(train, tmp_path / "train.parquet", schema=PROBLEMS_SCHEMA, artifact="problems", stage="t")
     completions = []
     for i, chain in enumerate(train["steps"].to_list()):

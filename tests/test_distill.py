@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import polars as pl
 import pytest
@@ -105,9 +107,10 @@ def test_lora_checkpoint_round_trips_through_the_engines(tiny_model_dir, tmp_pat
 
 def test_token_masks_on_a_hand_made_trace():
     assert token_mask(CATEGORIES, "all") == [True] * 6
-    assert token_mask(CATEGORIES, "through_first_error") == [True, True, True, True, False, True]
+    # through the first wrong step: neither the later steps nor the wrong final answer
+    assert token_mask(CATEGORIES, "through_first_error") == [True, True, True, True, False, False]
     assert token_mask(CATEGORIES, "first_error") == [False, False, True, True, False, False]
-    correct = ["pre_error"] * 3 + ["answer"] * 2  # no located wrong step
+    correct = ["pre_error"] * 3 + ["answer"] * 2  # no located wrong step: the answer keeps its loss
     assert token_mask(correct, "through_first_error") == [True] * 5
     assert token_mask(correct, "first_error") == [False] * 5
     with pytest.raises(ValueError, match="unknown token_mask"):
@@ -136,6 +139,50 @@ def test_skip_correct_and_the_disagreement_guard():
         row["completion_logprobs"],
     ) == [False, True, False, True]
     assert loss_mask(row, DistillConfig(token_filter="teacher_disagrees", token_mask="first_error")) == [False] * 4
+
+
+def test_skip_first_tokens_leaves_the_opening_out_after_the_other_masks():
+    row = {"token_categories": CATEGORIES, "is_correct": False}
+    assert loss_mask(row, DistillConfig(skip_first_tokens=3)) == [False, False, False, True, True, True]
+    assert loss_mask(row, DistillConfig(skip_first_tokens=3, token_mask="first_error")) == [False] * 3 + [True] + [
+        False
+    ] * 2
+    assert loss_mask(row, DistillConfig(skip_first_tokens=10)) == [False] * 6
+
+
+def test_importance_weights_apply_after_the_first_step_only_as_configured():
+    torch.manual_seed(0)
+    logits = torch.randn(3, 5)
+    ids = torch.tensor([0, 1, 2])
+    realised = logits.log_softmax(-1).gather(-1, ids[:, None]).squeeze(-1)
+    behaviour = realised - torch.tensor([0.5, -0.2, 1.0])  # current / behaviour = e^0.5, e^-0.2, e^1.0
+    args = (logits, torch.tensor([[0, 1]] * 3), torch.log(torch.tensor([[0.5, 0.3]] * 3)), torch.log(torch.full((3,), 0.2)))
+    mask = torch.ones(3, dtype=torch.bool)
+
+    def loss(weight, importance=True):
+        cfg = DistillConfig(importance_weight=weight, is_clip=2.0)
+        return distill_loss(*args, behaviour, ids, mask, cfg, importance=importance)[0].detach()
+
+    plain = loss("none")
+    assert torch.allclose(loss("token", importance=False), plain)  # the first step is on-policy
+    ratios = torch.tensor([math.exp(0.5), math.exp(-0.2), math.exp(1.0)])
+    assert torch.allclose(loss("token"), plain * ratios.clamp(max=2.0), atol=1e-6)
+    # position t is weighted by the tokens before it: 1, e^0.5, min(e^0.3, 2)
+    prefix = torch.tensor([1.0, math.exp(0.5), min(math.exp(0.3), 2.0)])
+    assert torch.allclose(loss("prefix"), plain * prefix, atol=1e-6)
+
+
+def test_kl_entry_clip_caps_each_entry_of_the_loss():
+    # teacher sure of token 0 ("answer"), student not: unclipped that entry alone is 0.5 log(0.5/0.01)
+    student = torch.log(torch.tensor([[0.01, 0.79, 0.2]]))
+    teacher_k = torch.log(torch.tensor([[0.5, 0.3]]))
+    args = (student, torch.tensor([[0, 1]]), teacher_k, torch.log(torch.tensor([0.2])), torch.zeros(1), torch.tensor([1]))
+    mask = torch.ones(1, dtype=torch.bool)
+    unclipped, _ = distill_loss(*args, mask, DistillConfig(), importance=False)
+    clipped, _ = distill_loss(*args, mask, DistillConfig(kl_entry_clip=0.05), importance=False)
+    terms = [0.5 * math.log(0.5 / 0.01), 0.3 * math.log(0.3 / 0.79), 0.2 * math.log(0.2 / 0.2)]
+    assert unclipped.item() == pytest.approx(sum(terms), abs=1e-5)
+    assert clipped.item() == pytest.approx(0.05 + terms[1] + terms[2], abs=1e-5)  # negative: the clip's known caveat
 
 
 def test_distill_loss_is_zero_outside_the_mask_and_sharpening_lowers_teacher_entropy():

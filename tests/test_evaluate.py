@@ -116,7 +116,7 @@ def test_evaluate_stage_writes_samples_and_summary(tiny_model_dir, tmp_path):
     from tests.conftest import SMOKE_CONFIG
 
     smoke = yaml.safe_load(SMOKE_CONFIG.read_text())
-    _, eval_set = arith_frames(from_params(ProblemsConfig, smoke["problems"], where="problems"))
+    eval_set = arith_frames(from_params(ProblemsConfig, smoke["problems"], where="problems"))["eval"]
     problems = write_artifact(
         eval_set.head(3), tmp_path / "eval.parquet", schema=PROBLEMS_SCHEMA, artifact="problems", stage="test"
     )

@@ -9,6 +9,8 @@ from pipeline.losses import (
     divergence,
     group_advantages,
     k3_kl,
+    prefix_importance_weight,
+    sharpen,
     supported_logprobs,
 )
 
@@ -130,3 +132,49 @@ def test_clipped_policy_loss():
 def test_k3_kl_is_zero_at_the_reference_and_positive_elsewhere():
     assert k3_kl(torch.zeros(2), torch.zeros(2)).abs().max() == 0
     assert (k3_kl(torch.tensor([-1.0, -2.0]), torch.tensor([-2.0, -1.0])) > 0).all()
+
+
+def test_sharpen_on_the_topk_support_is_the_exact_tempered_distribution():
+    p = torch.tensor([[0.5, 0.3, 0.2]])
+    expected = p**2 / (p**2).sum()
+    assert torch.allclose(sharpen(p.log(), 0.5).exp(), expected, atol=1e-6)
+    assert torch.equal(sharpen(p.log(), 1.0), p.log())
+
+
+def test_sharpen_never_lets_the_tail_bucket_outgrow_a_topk_entry():
+    # an uncertain position: top-2 0.2 and 0.15, the remaining 0.65 spread over the vocabulary
+    p = torch.tensor([[0.2, 0.15, 0.65]])
+    bucket_as_a_token = sharpen(p.log(), 0.5)  # the old behaviour: the tail grows to 0.87
+    assert bucket_as_a_token.exp()[0, -1] > 0.65
+    sharp = sharpen(p.log(), 0.5, tail=True).exp()[0]
+    assert sharp[-1] < 0.65  # shrinks
+    assert sharp[0] > 0.2 and sharp[0] / sharp[1] == pytest.approx((0.2 / 0.15) ** 2, rel=1e-5)
+    assert sharp.sum().item() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_sharpen_with_tail_is_exact_when_the_tail_tokens_sit_at_the_smallest_topk_probability():
+    full = torch.tensor([[0.4, 0.2, 0.1, 0.1, 0.1, 0.1]])  # top-3 stored, the tail is three tokens at 0.1
+    tempered = full**2 / (full**2).sum()
+    bucketed = torch.cat([full[:, :3], full[:, 3:].sum(-1, keepdim=True)], -1)
+    expected = torch.cat([tempered[:, :3], tempered[:, 3:].sum(-1, keepdim=True)], -1)
+    assert torch.allclose(sharpen(bucketed.log(), 0.5, tail=True).exp(), expected, atol=1e-6)
+    # an empty tail (k = vocabulary) stays empty
+    empty = torch.tensor([[0.7, 0.3, 0.0]]).log()
+    assert sharpen(empty, 0.5, tail=True).exp()[0, -1] == 0
+
+
+def test_divergence_entry_clip_caps_each_term_before_the_sum(dists):
+    teacher, student = dists
+    terms = teacher.exp() * (teacher - student)
+    clipped = divergence(teacher, student, "forward_kl", entry_clip=0.05)
+    assert torch.allclose(clipped, terms.clamp(max=0.05).sum(-1), atol=1e-6)
+    assert (clipped <= 0.05 * teacher.shape[-1]).all()
+    assert torch.allclose(divergence(teacher, student, "forward_kl"), full_kl(teacher, student), atol=1e-5)
+
+
+def test_prefix_importance_weight_is_the_clipped_product_of_earlier_ratios():
+    current = torch.tensor([0.0, 0.0, 0.0, 0.0])
+    behaviour = torch.tensor([-0.5, 0.2, -1.0, 0.0])  # ratios e^0.5, e^-0.2, e^1.0, 1
+    weights = prefix_importance_weight(current, behaviour, clip=2.0)
+    expected = torch.tensor([1.0, math.exp(0.5), math.exp(0.3), min(math.exp(1.3), 2.0)])
+    assert torch.allclose(weights, expected, atol=1e-6)

@@ -183,3 +183,31 @@ def test_table_gives_accuracy_gaps_and_advantages_per_layout_and_kind():
     assert cells["incorrect_first_wrong"] == {"tokens": 1, "mean": -1.0, "share_negative": 1.0}
     assert cells["incorrect_all"]["tokens"] == 3 and cells["incorrect_after_error"]["mean"] is None
     assert cells["correct_all"]["mean"] == pytest.approx(-0.05)
+
+
+def _row(layout, kind, formatted_gap, correct_gap):
+    def cell(mean, low, high):
+        return {"traces": 10, "mean": mean, "ci_low": low, "ci_high": high}
+
+    return {
+        "layout": layout,
+        "context_kind": kind,
+        "gap_originally_correct": cell(*correct_gap),
+        "formatted": {"gap_originally_incorrect": cell(*formatted_gap)},
+    }
+
+
+def test_the_layout_rule_counts_only_formatted_correct_re_solves():
+    from pipeline.premise import rule_layout
+
+    table = [
+        _row("inline", "critique", (0.30, 0.10, 0.50), (0.0, -0.1, 0.1)),
+        _row("anchor", "critique", (0.40, 0.25, 0.55), (0.0, -0.1, 0.1)),
+        _row("anchor", "reference", (0.90, 0.80, 0.95), (0.0, -0.1, 0.1)),  # another kind: not counted
+        _row("multi_turn", "critique", (0.60, -0.05, 0.90), (0.0, -0.1, 0.1)),  # CI crosses zero
+        _row("anchor_example", "critique", (0.50, 0.30, 0.70), (-0.4, -0.6, -0.2)),  # hurts correct traces
+    ]
+    assert rule_layout(table) == "anchor"
+    assert rule_layout(table[:1]) == "inline"
+    assert rule_layout(table[3:]) is None
+    assert rule_layout(table, kind="reference") == "anchor"

@@ -1,10 +1,11 @@
+import dataclasses
 import json
 
 import polars as pl
 import pytest
 
 from pipeline.artifacts import PROBLEMS_SCHEMA, REJECTS_SCHEMA, read_artifact, read_metadata
-from pipeline.config import DatasetSource, ProblemsConfig
+from pipeline.config import ArithSettings, DatasetSource, ProblemsConfig
 from pipeline.problems import arith_frames, clean_rows, extract_answer, load_source, prepare_problems, split_rows
 from tests.conftest import ROOT
 
@@ -60,10 +61,10 @@ def test_loader_end_to_end_from_local_jsonl(tmp_path):
         answer_format="gsm8k",
         verifier="exact",
     )
-    cfg = ProblemsConfig(source="dataset", seed=0, n_train=5, n_eval=1, dataset=source)
-    out = {name: tmp_path / f"{name}.parquet" for name in ("train", "eval", "rejects")}
+    cfg = ProblemsConfig(source="dataset", seed=0, n_train=5, n_eval=1, n_dev=0, dataset=source)
+    out = {name: tmp_path / f"{name}.parquet" for name in ("train", "eval", "dev", "rejects")}
     counts = prepare_problems(**out, cfg=cfg)
-    assert counts == {"train": 2, "eval": 1, "rejects": 5}
+    assert counts == {"train": 2, "eval": 1, "dev": 0, "rejects": 5}
     train = read_artifact(out["train"], schema=PROBLEMS_SCHEMA, artifact="problems")
     evals = read_artifact(out["eval"], schema=PROBLEMS_SCHEMA, artifact="problems")
     assert not set(train["problem_id"]) & set(evals["problem_id"])
@@ -97,18 +98,37 @@ def test_split_is_seeded_and_disjoint():
         ],
         schema=PROBLEMS_SCHEMA,
     )
-    a = split_rows(good, n_train=10, n_eval=5, seed=1)
-    b = split_rows(good, n_train=10, n_eval=5, seed=1)
-    assert a[0].equals(b[0]) and a[1].equals(b[1])
-    assert not set(a[0]["problem_id"]) & set(a[1]["problem_id"])
+    a = split_rows(good, n_train=10, n_eval=5, n_dev=3, seed=1)
+    b = split_rows(good, n_train=10, n_eval=5, n_dev=3, seed=1)
+    assert all(a[split].equals(b[split]) for split in ("train", "eval", "dev"))
+    assert {split: frame.height for split, frame in a.items()} == {"train": 10, "eval": 5, "dev": 3}
+    ids = [set(a[split]["problem_id"]) for split in ("train", "eval", "dev")]
+    assert not ids[0] & ids[1] and not ids[0] & ids[2] and not ids[1] & ids[2]
+    assert set(a["dev"]["split"]) == {"dev"}
+    # dev is carved from the train part: the eval set does not move when n_dev changes
+    assert split_rows(good, n_train=10, n_eval=5, n_dev=0, seed=1)["eval"].equals(a["eval"])
 
 
 def test_arith_eval_set_does_not_move_when_n_train_changes():
     small = arith_frames(ProblemsConfig(n_train=5, n_eval=4))
     big = arith_frames(ProblemsConfig(n_train=50, n_eval=4))
-    assert small[1].equals(big[1])
-    assert small[0]["problem_id"].to_list() == big[0]["problem_id"].head(5).to_list()
-    assert not set(big[0]["question"]) & set(big[1]["question"])
+    assert small["eval"].equals(big["eval"])
+    assert small["train"]["problem_id"].to_list() == big["train"]["problem_id"].head(5).to_list()
+    assert not set(big["train"]["question"]) & set(big["eval"]["question"])
+
+
+def test_arith_dev_split_is_its_own_stream_disjoint_from_train_and_eval():
+    cfg = ProblemsConfig(n_train=60, n_eval=40, n_dev=50, arith=ArithSettings(min_steps=2, max_steps=2, max_start=12))
+    sets = arith_frames(cfg)
+    assert {split: frame.height for split, frame in sets.items()} == {"train": 60, "eval": 40, "dev": 50}
+    questions = {split: set(frame["question"]) for split, frame in sets.items()}
+    assert not questions["dev"] & questions["train"] and not questions["dev"] & questions["eval"]
+    assert set(sets["dev"]["split"]) == {"dev"}
+    # adding a dev split moves neither train nor eval, and dev does not depend on n_eval's draw order
+    without = arith_frames(dataclasses.replace(cfg, n_dev=0))
+    assert without["train"].equals(sets["train"]) and without["eval"].equals(sets["eval"])
+    assert without["dev"].height == 0
+    assert arith_frames(dataclasses.replace(cfg, n_dev=10))["dev"].equals(sets["dev"].head(10))
 
 
 OMR_SAMPLE = ROOT / "tests/data/openmathreasoning_sample.jsonl"
@@ -142,9 +162,9 @@ def test_max_rows_reads_only_the_first_rows(tmp_path):
     source = DatasetSource(builder="json", data_files=(str(OMR_SAMPLE),), preset="openmathreasoning", max_rows=3)
     raw = load_source(source)  # streamed
     assert raw.height == 3 and raw["problem"][0].startswith("How many positive divisors")
-    cfg = ProblemsConfig(source="dataset", seed=0, n_train=1, n_eval=1, dataset=source)
-    out = {name: tmp_path / f"{name}.parquet" for name in ("train", "eval", "rejects")}
-    assert prepare_problems(**out, cfg=cfg) == {"train": 1, "eval": 1, "rejects": 1}
+    cfg = ProblemsConfig(source="dataset", seed=0, n_train=1, n_eval=1, n_dev=0, dataset=source)
+    out = {name: tmp_path / f"{name}.parquet" for name in ("train", "eval", "dev", "rejects")}
+    assert prepare_problems(**out, cfg=cfg) == {"train": 1, "eval": 1, "dev": 0, "rejects": 1}
 
 
 @pytest.mark.parametrize("suffix", ["jsonl", "csv"])
@@ -159,7 +179,7 @@ def test_a_file_that_is_not_utf8_is_named_with_its_line_and_nothing_is_written(t
     data.write_bytes("\n".join(lines).encode("latin-1"))
     builder = "json" if suffix == "jsonl" else "csv"
     source = DatasetSource(builder=builder, data_files=(str(data),), question_column="q", answer_column="a")
-    out = {name: tmp_path / f"{name}.parquet" for name in ("train", "eval", "rejects")}
+    out = {name: tmp_path / f"{name}.parquet" for name in ("train", "eval", "dev", "rejects")}
     with pytest.raises(ProblemSourceError, match=f"{data}: line {len(lines)} is not UTF-8 .*Caf.*xe9"):
         prepare_problems(**out, cfg=ProblemsConfig(source="dataset", n_train=1, n_eval=1, dataset=source))
     assert not any(path.exists() for path in out.values())
@@ -181,8 +201,8 @@ def test_empty_huge_and_odd_text_and_non_numeric_exact_answers_are_rejected_with
     source = DatasetSource(
         builder="json", data_files=(str(data),), question_column="q", answer_column="a", verifier="exact"
     )
-    out = {name: tmp_path / f"{name}.parquet" for name in ("train", "eval", "rejects")}
-    counts = prepare_problems(**out, cfg=ProblemsConfig(source="dataset", n_train=5, n_eval=1, dataset=source))
+    out = {name: tmp_path / f"{name}.parquet" for name in ("train", "eval", "dev", "rejects")}
+    counts = prepare_problems(**out, cfg=ProblemsConfig(source="dataset", n_train=5, n_eval=1, n_dev=0, dataset=source))
     rejects = read_artifact(out["rejects"], schema=REJECTS_SCHEMA, artifact="rejects")
     assert dict(zip(rejects["row_index"], rejects["reason"])) == {
         1: "no question",
@@ -191,7 +211,7 @@ def test_empty_huge_and_odd_text_and_non_numeric_exact_answers_are_rejected_with
         4: "no answer",
         6: "duplicate question",
     }
-    assert counts == {"train": 2, "eval": 1, "rejects": 5}
+    assert counts == {"train": 2, "eval": 1, "dev": 0, "rejects": 5}
     kept = pl.concat([read_artifact(out[s], schema=PROBLEMS_SCHEMA, artifact="problems") for s in ("train", "eval")])
     assert "Combien font 2 \u00d7 4 ? \U0001f34e\u200b" in kept["question"].to_list()
     assert kept["problem_id"].n_unique() == kept.height  # ids are unique by construction

@@ -6,10 +6,12 @@ import polars as pl
 import pytest
 
 from pipeline.artifacts import EVAL_SAMPLES_SCHEMA, TRAIN_LOG_SCHEMA
+from pipeline.claims import claims_table
 from pipeline.report import (
     arm_colors,
     beats_base,
     checkpoint_table,
+    chosen_rounds,
     comparison_pairs,
     critic_qa,
     paired_differences,
@@ -59,12 +61,28 @@ def test_checkpoint_table_averages_problems_over_seeds():
     assert table["condition"].to_list() == ["base", "critique", "critique"]  # arm order, then round
 
 
-def test_table_one_reports_best_and_last_round():
-    table = table_one(checkpoint_table(EVAL, resamples=200, seed=0)).filter(pl.col("condition") == "critique")
-    row = table.row(0, named=True)
-    assert row["best_avg_round"] == 1 and row["best_avg"] == pytest.approx(0.875)
-    assert row["last_round"] == 2 and row["last_avg"] == pytest.approx(0.5)
-    assert row["best_length"] == 11.0 and row["last_length"] == 12.0
+def test_rounds_are_chosen_on_dev_never_on_eval():
+    checkpoints = checkpoint_table(EVAL, resamples=200, seed=0)
+    assert chosen_rounds(checkpoints) == {"base": 0, "critique": 2}  # no dev: the last round
+    # on dev, round 2 is the better one, although round 1 is better on eval
+    dev = _frame(
+        _samples("base", 0, 0, {"d1": [False] * 4})
+        + _samples("critique", 1, 0, {"d1": [False] * 4})
+        + _samples("critique", 2, 0, {"d1": [True] * 4})
+    )
+    dev_table = checkpoint_table(dev, resamples=50, seed=0)
+    assert chosen_rounds(checkpoints, dev_table) == {"base": 0, "critique": 2}
+    dev_prefers_1 = dev.with_columns(is_correct=pl.col("round") == 1)
+    assert chosen_rounds(checkpoints, checkpoint_table(dev_prefers_1, resamples=50, seed=0))["critique"] == 1
+
+
+def test_table_one_reports_the_judged_and_the_last_round():
+    checkpoints = checkpoint_table(EVAL, resamples=200, seed=0)
+    row = (
+        table_one(checkpoints, {"base": 0, "critique": 1}).filter(pl.col("condition") == "critique").row(0, named=True)
+    )
+    assert row["round"] == 1 and row["avg"] == pytest.approx(0.875) and row["length"] == 11.0
+    assert row["last_round"] == 2 and row["last_avg"] == pytest.approx(0.5) and row["last_length"] == 12.0
 
 
 def test_beats_base_needs_the_whole_ci_above_the_base_ci():
@@ -131,7 +149,8 @@ def test_premise_flags_arms_whose_teacher_has_no_edge():
 
 
 def test_paired_differences_pair_problems_and_average_seeds():
-    paired = paired_differences(EVAL, [("critique", "base"), ("grpo", "base")], resamples=500, seed=0)
+    rounds = {"base": 0, "critique": 2}
+    paired = paired_differences(EVAL, [("critique", "base"), ("grpo", "base")], rounds, resamples=500, seed=0)
     assert paired["comparison"].to_list() == ["critique (round 2) - base (round 0)"]  # no grpo samples: skipped
     row = paired.row(0, named=True)
     # critique round 2 per problem: p1 0, p2 1; base: p1 0, p2 (0.25 + 0.5) / 2
@@ -167,7 +186,11 @@ def test_render_report_has_every_section_and_no_external_assets():
     page = render_report(
         checkpoints=checkpoints,
         training=pl.DataFrame(),
-        paired=paired_differences(EVAL, [("critique", "base")], resamples=100, seed=0),
+        paired=paired_differences(EVAL, [("critique", "base")], {"base": 0, "critique": 2}, resamples=100, seed=0),
+        rounds={"base": 0, "critique": 2},
+        split="eval",
+        claims=claims_table(EVAL, {"base": 0, "critique": 2}, {}, resamples=100, seed=0),
+        dev=None,
         premise=PREMISE,
         arms={"critique": "critique", "reference": "reference"},
         layout="anchor",
@@ -188,10 +211,11 @@ def test_render_report_has_every_section_and_no_external_assets():
             },
         },  # fmt: skip
     )
-    headings = ("Premise", "Paired differences", "Table 1", "Avg@4 per round", "Training curves",
-                "Per-token advantages", "Critic QA", "Provenance")  # fmt: skip
+    headings = ("The paper's claims", "Premise", "Paired differences", "Table 1", "Avg@4 per round",
+                "Training curves", "Per-token advantages", "Critic QA", "Provenance")  # fmt: skip
     positions = [page.index(heading) for heading in headings]
-    assert positions == sorted(positions)  # the premise comes first
+    assert positions == sorted(positions)  # the claims come first, then the premise
+    assert "<td>C4</td><td>critique student &gt; base solver</td><td>0</td>" in page
     assert "reference: its teacher (reference, layout anchor) is no better" in page
     assert "+0.400 [+0.300, +0.500] (4)" in page  # the critique's gap
     assert "Problem selection" in page and "<td>train</td><td>9</td><td>4</td><td>3</td><td>0</td><td>2</td>" in page

@@ -176,31 +176,38 @@ def test_sample_frames_parse_verify_and_strip_thinking():
 
 
 def test_select_problems_stage_writes_kept_dropped_and_summary(tmp_path):
+    dev = problems([("dv1", "dev", 2), ("dv2", "dev", 2)])  # the dev split passes the same filters
     paths = {}
-    for split in ("train", "eval"):
+    for split, frame in (("train", CANDIDATES), ("eval", CANDIDATES), ("dev", dev)):
         paths[split] = write_artifact(
-            CANDIDATES.filter(pl.col("split") == split), tmp_path / f"{split}.parquet", schema=PROBLEMS_SCHEMA,
+            frame.filter(pl.col("split") == split), tmp_path / f"{split}.parquet", schema=PROBLEMS_SCHEMA,
             artifact="problems", stage="t",
         )  # fmt: skip
     sample_path = write_artifact(
-        ALL_SAMPLES, tmp_path / "s.parquet", schema=SELECTION_SAMPLES_SCHEMA, artifact="selection_samples", stage="t"
-    )
+        pl.concat([ALL_SAMPLES, samples({"dv1": (2, 16), "dv2": (10, 16)})]), tmp_path / "s.parquet",
+        schema=SELECTION_SAMPLES_SCHEMA, artifact="selection_samples", stage="t",
+    )  # fmt: skip
     critic_path = write_artifact(
-        CRITIC, tmp_path / "c.parquet", schema=CRITIC_ANSWERS_SCHEMA, artifact="critic_answers", stage="t"
-    )
+        pl.concat([CRITIC, critic({"dv1": True, "dv2": True})]), tmp_path / "c.parquet",
+        schema=CRITIC_ANSWERS_SCHEMA, artifact="critic_answers", stage="t",
+    )  # fmt: skip
     out = tmp_path / "selection"
     select_problems(
-        train=paths["train"], eval=paths["eval"], samples=sample_path, critic_answers=critic_path,
-        train_out=out / "train.parquet", eval_out=out / "eval.parquet", dropped_out=out / "dropped.parquet",
-        summary_out=out / "summary.json", filters=PAPER,
+        train=paths["train"], eval=paths["eval"], dev=paths["dev"], samples=sample_path, critic_answers=critic_path,
+        train_out=out / "train.parquet", eval_out=out / "eval.parquet", dev_out=out / "dev.parquet",
+        dropped_out=out / "dropped.parquet", summary_out=out / "summary.json", filters=PAPER,
     )  # fmt: skip
     train = read_artifact(out / "train.parquet", schema=PROBLEMS_SCHEMA, artifact="problems")
     assert train["problem_id"].to_list() == ["hard", "edge"] and set(train["split"]) == {"train"}
-    assert read_artifact(out / "dropped.parquet", schema=DROPPED_SCHEMA, artifact="dropped").height == 6
-    assert json.loads((out / "summary.json").read_text())["splits"]["eval"]["kept"] == 1
+    kept_dev = read_artifact(out / "dev.parquet", schema=PROBLEMS_SCHEMA, artifact="problems")
+    assert kept_dev["problem_id"].to_list() == ["dv1"] and set(kept_dev["split"]) == {"dev"}
+    assert read_artifact(out / "dropped.parquet", schema=DROPPED_SCHEMA, artifact="dropped").height == 7
+    summary = json.loads((out / "summary.json").read_text())["splits"]
+    assert summary["eval"]["kept"] == 1 and summary["dev"] == summary["dev"] | {"candidates": 2, "kept": 1}
     with pytest.raises(ValueError, match="no eval problem passes"):
         select_problems(
-            train=paths["train"], eval=paths["eval"], samples=sample_path, critic_answers=critic_path,
-            train_out=out / "t2.parquet", eval_out=out / "e2.parquet", dropped_out=out / "d2.parquet",
-            summary_out=out / "s2.json", filters=dataclass_replace(PAPER, max_avg=3 / 16),
+            train=paths["train"], eval=paths["eval"], dev=paths["dev"], samples=sample_path,
+            critic_answers=critic_path, train_out=out / "t2.parquet", eval_out=out / "e2.parquet",
+            dev_out=out / "v2.parquet", dropped_out=out / "d2.parquet", summary_out=out / "s2.json",
+            filters=dataclass_replace(PAPER, max_avg=3 / 16),
         )  # fmt: skip

@@ -18,6 +18,7 @@ from pipeline import config as c
 from pipeline.advantages import analyse_advantages
 from pipeline.artifacts import (
     ADVANTAGE_AGGREGATES_SCHEMA,
+    ADVANTAGE_TOKENS_SCHEMA,
     CONTEXTS_SCHEMA,
     CRITIC_ANSWERS_SCHEMA,
     CRITIQUES_SCHEMA,
@@ -69,14 +70,14 @@ PROMPT = cfg(c.PromptConfig, CONFIG["traces"]["prompt"])
 # stage -> (its inputs and their schemas, a call of the stage on input paths ``i``, model ``m``, output folder ``o``)
 STAGES: dict[str, tuple[dict[str, pl.Schema | None], Callable[[dict[str, Path], Path, Path], object]]] = {
     "select_problems_solver": (
-        {"train": PROBLEMS_SCHEMA, "eval": PROBLEMS_SCHEMA},
+        {"train": PROBLEMS_SCHEMA, "eval": PROBLEMS_SCHEMA, "dev": PROBLEMS_SCHEMA},
         lambda i, m, o: sample_solver(
             **i, model=m, out=o / "x.parquet", prompt=PROMPT,
             cfg=cfg(c.SelectionSamplingConfig, CONFIG["select_problems"]["solver"]),
         ),
     ),
     "select_problems_critic": (
-        {"train": PROBLEMS_SCHEMA, "eval": PROBLEMS_SCHEMA},
+        {"train": PROBLEMS_SCHEMA, "eval": PROBLEMS_SCHEMA, "dev": PROBLEMS_SCHEMA},
         lambda i, m, o: sample_critic(
             **i, model=m, out=o / "x.parquet", cfg=cfg(c.CriticSolveConfig, PAPER["select_problems"]["critic"])
         ),
@@ -85,11 +86,12 @@ STAGES: dict[str, tuple[dict[str, pl.Schema | None], Callable[[dict[str, Path], 
         {
             "train": PROBLEMS_SCHEMA,
             "eval": PROBLEMS_SCHEMA,
+            "dev": PROBLEMS_SCHEMA,
             "samples": SELECTION_SAMPLES_SCHEMA,
             "critic_answers": CRITIC_ANSWERS_SCHEMA,
         },
         lambda i, m, o: select_problems(
-            **i, train_out=o / "t.parquet", eval_out=o / "e.parquet", dropped_out=o / "d.parquet",
+            **i, train_out=o / "t.parquet", eval_out=o / "e.parquet", dev_out=o / "v.parquet", dropped_out=o / "d.parquet",
             summary_out=o / "s.json", filters=cfg(c.SelectionFilters, CONFIG["select_problems"]["filters"]),
         ),
     ),
@@ -168,6 +170,7 @@ STAGES: dict[str, tuple[dict[str, pl.Schema | None], Callable[[dict[str, Path], 
     "report": (
         {
             "eval_samples": EVAL_SAMPLES_SCHEMA,
+            "advantage_tokens": ADVANTAGE_TOKENS_SCHEMA,
             "train_logs": TRAIN_LOG_SCHEMA,
             "premise": JSON,
             "advantages": ADVANTAGE_AGGREGATES_SCHEMA,
@@ -175,7 +178,8 @@ STAGES: dict[str, tuple[dict[str, pl.Schema | None], Callable[[dict[str, Path], 
             "selection": JSON,
         },
         lambda i, m, o: report(
-            eval_samples=[i["eval_samples"]], train_logs={(0, "critique", 1): i["train_logs"]}, premise=i["premise"],
+            eval_samples=[i["eval_samples"]], advantage_tokens={0: i["advantage_tokens"]},
+            train_logs={(0, "critique", 1): i["train_logs"]}, premise=i["premise"],
             advantages=i["advantages"], advantage_figure_png=o / "f.png", advantage_figure_html=o / "f.html",
             critiques={i["critiques"]: 0}, model_dirs=[m], config=CONFIG, arms={"critique": "critique"},
             out=o / "report.html", selection=i["selection"],

@@ -57,7 +57,7 @@ def test_traces_frame_parses_and_verifies():
 
 def test_prompts_use_the_chat_template(tiny_model_dir):
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    train, _ = arith_frames(ProblemsConfig(n_train=2, n_eval=1))
+    train = arith_frames(ProblemsConfig(n_train=2, n_eval=1))["train"]
     prompts = build_prompts(train, tokenizer, PROMPT)
     text = prompts["prompt"][0]
     assert text.startswith("<|im_start|>user\n") and text.endswith("<|im_start|>assistant\n")
@@ -66,7 +66,7 @@ def test_prompts_use_the_chat_template(tiny_model_dir):
 
 
 def test_generate_traces_stage_with_transformers(tiny_model_dir, tmp_path):
-    train, _ = arith_frames(ProblemsConfig(n_train=6, n_eval=1))
+    train = arith_frames(ProblemsConfig(n_train=6, n_eval=1))["train"]
     problems = write_artifact(train, tmp_path / "train.parquet", schema=PROBLEMS_SCHEMA, artifact="problems", stage="t")
     cfg = TracesConfig(
         prompt=PROMPT,

@@ -192,7 +192,7 @@ def test_ablation_switch_adds_the_ablation_arms_to_the_report(smoke_run, tmp_pat
     jobs = planned_jobs(snakemake(smoke_run, "--configfile", str(edited), "-n").stdout)
     for arm in ("critique_full_quote", "critique_labels_only"):
         for r in (1, 2):
-            assert ("evaluate", f"seed=0, condition={arm}, round={r}") in jobs
+            assert ("evaluate", f"seed=0, split=eval, condition={arm}, round={r}") in jobs
     assert ("report", "") in jobs
     # the round-0 teacher log-probs of the ablation contexts exist already (the analysis needed them)
     assert not [job for job in jobs if job[0] == "precompute_teacher_logprobs" and re.search(r"\bround=0\b", job[1])]
@@ -206,8 +206,14 @@ def test_seeds_option_repeats_the_experiment_and_reports_once(tmp_path):
     jobs = planned_jobs(snakemake(tmp_path, "--configfile", str(edited), "-n").stdout)
     for seed in (0, 1):
         assert ("generate_traces", f"seed={seed}, condition=shared, round=0") in jobs
-        assert ("evaluate", f"seed={seed}, condition=critique, round=2") in jobs
-    assert {wc for rule, wc in jobs if rule in ("analyse_advantages", "check_premise")} == {"seed=0"}
+        assert ("evaluate", f"seed={seed}, split=eval, condition=critique, round=2") in jobs
+    # the base solver is the same model in every seed: evaluated once
+    assert [wc for rule, wc in jobs if rule == "evaluate" and "condition=base" in wc] == [
+        "seed=0, split=eval, condition=base, round=0"
+    ]
+    # the premise check on the first seed; the advantage analysis per seed (claim C5 per seed)
+    assert {wc for rule, wc in jobs if rule == "check_premise"} == {"seed=0"}
+    assert {wc for rule, wc in jobs if rule == "analyse_advantages"} == {"seed=0", "seed=1"}
     assert [rule for rule, _ in jobs].count("report") == 1
 
 
@@ -244,7 +250,7 @@ def test_paper_config_dry_run_lists_the_whole_dag(tmp_path):
     assert rules.count("prepare_model") == 2  # the solver and the critic
     for arm in ("grpo", "reference", "critique"):
         for r in range(1, 8):  # 7 epochs x 3 arms
-            assert ("evaluate", f"seed=0, condition={arm}, round={r}") in jobs
+            assert ("evaluate", f"seed=0, split=eval, condition={arm}, round={r}") in jobs
     assert rules.count("distill_student") == 14 and rules.count("train_grpo") == 7
     assert rules.count("generate_traces") == 1 + 7 + 6 + 6  # GRPO's 7 rounds, shared round 0, 6 more per arm
 

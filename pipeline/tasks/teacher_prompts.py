@@ -30,7 +30,7 @@ from typing import Any
 import polars as pl
 
 from pipeline.config import ContextTemplates, PromptConfig
-from pipeline.tasks.solver_format import instruction_block
+from pipeline.tasks.solver_format import instruction_block, prompt_opens_thinking, render_chat
 
 CONTEXT_KINDS = ("reference", "critique", "critique_full_quote", "critique_labels_only")
 LAYOUTS = ("inline", "anchor", "anchor_example", "multi_turn")
@@ -111,3 +111,23 @@ def teacher_messages(
     example = (prompt.example_question, prompt.example_solution) if layout == "anchor_example" else (None, None)
     head = instruction_block(prompt.instruction, *example)
     return [{"role": "user", "content": f"{head}\n\nQuestion: {row['question']}\n\n{context}\n\n{closing}"}]
+
+
+def render_teacher_chat(tokenizer: Any, messages: list[Message], *, enable_thinking: bool) -> str:
+    """The teacher's chat, ending where the student's completion is scored (or a re-solve sampled).
+
+    With thinking on, a Qwen3-style template ends at the assistant turn, where the model writes
+    ``<think>`` first, while a non-thinking student's response starts with its first step after an
+    empty think block: the teacher would score that step against the ``<think>`` it expects, a
+    large and spurious disagreement on every trace's first tokens. As OPSD's maintainer advises
+    (siyan-zhao/OPSD#10), the teacher prompt then ends with the think block opened, so the teacher
+    reads the student's response as its own reasoning. A template without a thinking mode, or
+    thinking off, is left as it is.
+    """
+    text = render_chat(tokenizer, messages, enable_thinking=enable_thinking)
+    if not enable_thinking or prompt_opens_thinking(text):
+        return text
+    # a thinking-mode template closes an empty think block after the same prompt when thinking is off
+    without = render_chat(tokenizer, messages, enable_thinking=False)
+    has_thinking_mode = without.startswith(text) and "<think>" in without[len(text) :]
+    return f"{text}<think>\n" if has_thinking_mode else text

@@ -25,7 +25,7 @@ def main() -> None:
     from pipeline.tasks.solver_format import build_prompts
 
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    _, eval_set = arith_frames(from_params(ProblemsConfig, config["problems"], where="problems"))
+    eval_set = arith_frames(from_params(ProblemsConfig, config["problems"], where="problems"))["eval"]
     prompt = from_params(PromptConfig, config["traces"]["prompt"], where="traces.prompt")
     cfg = from_params(EvaluateConfig, config["evaluate"], where="evaluate")
     assert cfg.engine.backend == "vllm", "the default evaluate engine is no longer vLLM"

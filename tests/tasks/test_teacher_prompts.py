@@ -83,3 +83,33 @@ def test_layouts_place_the_context_as_documented():
     assert multi[2]["content"] == f"{body}\n\n{TEMPLATES.closing.multi_turn}"
     with pytest.raises(ValueError, match="unknown teacher layout"):
         teacher_messages("sideways", context=body, row=row(), templates=TEMPLATES, prompt=PROMPT)
+
+
+# The end of Qwen3's chat template: thinking off closes an empty think block after the assistant turn.
+QWEN3_STYLE_TEMPLATE = (
+    "{%- for message in messages %}{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}"
+    "{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}"
+    "{%- endif %}"
+)
+
+
+def test_a_thinking_teacher_scores_the_non_thinking_student_inside_an_open_think_block(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    from pipeline.tasks.solver_format import render_chat
+    from pipeline.tasks.teacher_prompts import render_teacher_chat
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokenizer.chat_template = QWEN3_STYLE_TEMPLATE
+    messages = teacher_messages("anchor", context="ctx", row=row(), templates=TEMPLATES, prompt=PROMPT)
+    student = render_chat(tokenizer, [{"role": "user", "content": USER}], enable_thinking=False)
+    assert student.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")  # the student answers at once
+    teacher = render_teacher_chat(tokenizer, messages, enable_thinking=True)
+    # not "assistant\n", where the teacher expects to write <think> before the student's <step_1>
+    assert teacher.endswith("<|im_start|>assistant\n<think>\n")
+    assert render_teacher_chat(tokenizer, messages, enable_thinking=False).endswith("<think>\n\n</think>\n\n")
+    # a template without a thinking mode is left as it is
+    tokenizer.chat_template = QWEN3_STYLE_TEMPLATE.replace("<think>\\n\\n</think>\\n\\n", "")
+    assert render_teacher_chat(tokenizer, messages, enable_thinking=True).endswith("<|im_start|>assistant\n")

@@ -60,7 +60,7 @@ def worker(args: argparse.Namespace) -> None:
     from pipeline.tasks.solver_format import build_prompts
 
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    train, _ = arith_frames(from_params(ProblemsConfig, config["problems"], where="problems"))
+    train = arith_frames(from_params(ProblemsConfig, config["problems"], where="problems"))["train"]
     prompt = from_params(PromptConfig, config["traces"]["prompt"], where="traces.prompt")
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     prompts = build_prompts(train.head(args.prompts), tokenizer, prompt)["prompt_token_ids"].to_list()

@@ -57,7 +57,7 @@ def sample_prompts(model_dir: Path, n: int) -> list[list[int]]:
     from pipeline.tasks.solver_format import build_prompts
 
     config = yaml.safe_load(Path("config/config.yaml").read_text())
-    _, train = arith_frames(from_params(ProblemsConfig, config["problems"] | {"n_train": n}, where="problems"))
+    train = arith_frames(from_params(ProblemsConfig, config["problems"] | {"n_train": n}, where="problems"))["eval"]
     prompt = from_params(PromptConfig, config["traces"]["prompt"], where="traces.prompt")
     return build_prompts(train.head(n), AutoTokenizer.from_pretrained(model_dir), prompt)["prompt_token_ids"].to_list()
 

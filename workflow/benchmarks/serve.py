@@ -51,7 +51,7 @@ def eval_prompts(model: Path, problems: int) -> list[list[int]]:
     from pipeline.tasks.solver_format import build_prompts
 
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    _, eval_set = arith_frames(from_params(ProblemsConfig, config["problems"], where="problems"))
+    eval_set = arith_frames(from_params(ProblemsConfig, config["problems"], where="problems"))["eval"]
     prompt = from_params(PromptConfig, config["traces"]["prompt"], where="traces.prompt")
     return build_prompts(eval_set.head(problems), load_tokenizer(model), prompt)["prompt_token_ids"].to_list()
 

@@ -12,7 +12,7 @@ rule build_teacher_contexts:
     output:
         "results/seed_{seed}/contexts/{condition}/round_{round}.parquet",
     params:
-        cfg=section("contexts"),
+        cfg=contexts_section,
         prompt=canonical(config["traces"]["prompt"]),
         kind=arm_kind,
         version=STAGE_VERSIONS["build_teacher_contexts"],

@@ -36,6 +36,8 @@ SD_CONDITIONS += list(VARIANTS)
 # The values {condition} takes in self-distillation jobs (a context kind, or a variant arm).
 SD_CONDITION_PATTERN = "|".join(CONTEXT_KINDS + list(VARIANTS))
 ROUNDS = EXPERIMENT["rounds"]
+# The problem splits every checkpoint is evaluated on: eval (judged) and/or dev (chosen on).
+EVAL_SPLITS = EXPERIMENT.get("eval_splits") or ["eval"]
 # Each run seed is a whole experiment under results/seed_{seed}/; the report aggregates them.
 SEEDS = EXPERIMENT["seeds"]
 # The analysis and the premise check look at the first seed's shared round-0 traces.
@@ -48,6 +50,7 @@ SELECT = SELECTION["enabled"]
 
 
 wildcard_constraints:
+    split=r"eval|dev",
     model=r"[A-Za-z0-9._-]+",
     condition=r"[a-z_]+",
     seed=r"\d+",
@@ -111,8 +114,16 @@ def context_kind(arm):
 
 
 def teacher_source(arm, round_index):
-    """Whose contexts and teacher log-probs a round uses: round 0's are shared by all arms of a kind."""
-    return context_kind(arm) if int(round_index) == 0 else arm
+    """Whose contexts and teacher log-probs a round uses: round 0's are shared by the arms of a kind,
+    except a variant that changes the teacher's wording, which has its own."""
+    shared = int(round_index) == 0 and "contexts" not in VARIANTS.get(arm, {})
+    return context_kind(arm) if shared else arm
+
+
+def contexts_section(wildcards):
+    """The contexts section with the arm's variant overrides (a variant may change the wording)."""
+    overrides = VARIANTS.get(wildcards.condition, {}).get("contexts", {})
+    return canonical(merged(config["contexts"], overrides))
 
 
 def arm_kind(wildcards):
@@ -201,13 +212,20 @@ def arms():
     return SD_CONDITIONS + (["grpo"] if "grpo" in EXPERIMENT["conditions"] else [])
 
 
-def eval_targets():
-    """Summary JSON of every checkpoint: the base solver and each arm's rounds 1..R, per seed."""
-    return [
-        f"results/seed_{seed}/eval/{condition}/round_{r}.json"
-        for seed in SEEDS
-        for condition, r in [("base", 0)] + [(arm, r) for arm in arms() for r in range(1, ROUNDS + 1)]
+def eval_targets(split="eval"):
+    """Summary JSON of every checkpoint on a split: each arm's rounds 1..R per seed, and the base
+    solver once (under the first seed: it is the same model in every seed)."""
+    if split not in EVAL_SPLITS:
+        return []
+    base = [f"results/seed_{SEEDS[0]}/{split}/base/round_0.json"]
+    return base + [
+        f"results/seed_{seed}/{split}/{arm}/round_{r}.json" for seed in SEEDS for arm in arms() for r in range(1, ROUNDS + 1)
     ]
+
+
+def eval_samples(split="eval"):
+    """The samples Parquet beside each of eval_targets(split)."""
+    return [path.replace(".json", ".parquet") for path in eval_targets(split)]
 
 
 def train_log_keys():
@@ -228,6 +246,11 @@ def student_targets():
 def problems_file(split):
     """The problems a stage reads: select_problems' kept ones when it is on, else prepare_problems'."""
     return f"results/problems/selection/{split}.parquet" if SELECT else f"results/problems/{split}.parquet"
+
+
+def split_problems(wildcards):
+    """The problems of an evaluate job's {split} (eval or dev)."""
+    return problems_file(wildcards.split)
 
 
 def selection_subsection(name):

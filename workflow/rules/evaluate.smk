@@ -1,13 +1,13 @@
-# One job per checkpoint: the base solver ({condition}=base, round 0) and every arm's student of
-# rounds 1..R. Params: the evaluate section plus the solver prompt (traces.prompt), which the
+# One job per checkpoint and split (eval, or dev where choices are made): the base solver
+# ({condition}=base, round 0) and every arm's student of rounds 1..R. Params: the evaluate section plus the solver prompt (traces.prompt), which the
 # checkpoints are evaluated with.
 rule evaluate:
     input:
-        problems=problems_file("eval"),
+        problems=split_problems,
         model=eval_model,
     output:
-        samples="results/seed_{seed}/eval/{condition}/round_{round}.parquet",
-        summary="results/seed_{seed}/eval/{condition}/round_{round}.json",
+        samples="results/seed_{seed}/{split}/{condition}/round_{round}.parquet",
+        summary="results/seed_{seed}/{split}/{condition}/round_{round}.json",
     params:
         cfg=seeded_section("evaluate"),
         prompt=canonical(config["traces"]["prompt"]),
@@ -16,9 +16,9 @@ rule evaluate:
     resources:
         gpu=1,
     log:
-        "logs/evaluate/seed_{seed}/{condition}/round_{round}.log",
+        "logs/evaluate/seed_{seed}/{split}/{condition}/round_{round}.log",
     benchmark:
-        "benchmarks/evaluate/seed_{seed}/{condition}/round_{round}.tsv"
+        "benchmarks/evaluate/seed_{seed}/{split}/{condition}/round_{round}.tsv"
     conda:
         "../../envs/pipeline.yaml"
     script:

@@ -2,6 +2,7 @@ rule prepare_problems:
     output:
         train="results/problems/train.parquet",
         eval="results/problems/eval.parquet",
+        dev="results/problems/dev.parquet",
         rejects="results/problems/rejects.parquet",
     params:
         cfg=section("problems"),

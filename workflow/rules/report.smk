@@ -3,8 +3,10 @@
 # and each self-distillation arm's context kind.
 rule report:
     input:
-        eval_samples=[path.replace(".json", ".parquet") for path in eval_targets()],
-        eval_summaries=eval_targets(),
+        eval_samples=eval_samples("eval"),
+        dev_samples=eval_samples("dev"),
+        eval_summaries=eval_targets("eval") + eval_targets("dev"),
+        advantage_tokens=expand("results/seed_{seed}/advantages/tokens.parquet", seed=SEEDS),
         train_logs=train_log_targets(),
         premise=f"results/seed_{ANALYSIS_SEED}/premise/table.json",
         advantages=f"results/seed_{ANALYSIS_SEED}/advantages/aggregates.parquet",
@@ -22,6 +24,7 @@ rule report:
     params:
         config=canonical(config),
         train_log_keys=train_log_keys(),
+        seeds=SEEDS,
         arms={arm: context_kind(arm) for arm in SD_CONDITIONS},
         critique_seeds=[seed for seed in SEEDS for _ in critique_targets([seed])],
         version=STAGE_VERSIONS["report"],

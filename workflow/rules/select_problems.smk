@@ -5,6 +5,7 @@ rule select_problems_solver:
     input:
         train="results/problems/train.parquet",
         eval="results/problems/eval.parquet",
+        dev="results/problems/dev.parquet",
         model=f"resources/models/{config['solver']}",
     output:
         "results/problems/selection/solver_samples.parquet",
@@ -29,6 +30,7 @@ rule select_problems_critic:
     input:
         train="results/problems/train.parquet",
         eval="results/problems/eval.parquet",
+        dev="results/problems/dev.parquet",
         critic=critic_model_dirs(),
     output:
         "results/problems/selection/critic_answers.parquet",
@@ -52,11 +54,13 @@ rule select_problems:
     input:
         train="results/problems/train.parquet",
         eval="results/problems/eval.parquet",
+        dev="results/problems/dev.parquet",
         samples="results/problems/selection/solver_samples.parquet",
         critic_answers=selection_critic_answers(),
     output:
         train="results/problems/selection/train.parquet",
         eval="results/problems/selection/eval.parquet",
+        dev="results/problems/selection/dev.parquet",
         dropped="results/problems/selection/dropped.parquet",
         summary="results/problems/selection/summary.json",
     params:

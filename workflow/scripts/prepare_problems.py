@@ -12,6 +12,7 @@ def main(snakemake) -> None:
     prepare_problems(
         train=Path(snakemake.output.train),
         eval=Path(snakemake.output.eval),
+        dev=Path(snakemake.output.dev),
         rejects=Path(snakemake.output.rejects),
         cfg=from_params(ProblemsConfig, snakemake.params.cfg, where="problems"),
     )

@@ -11,6 +11,8 @@ def main(snakemake) -> None:
     evaluate = snakemake.params.config["evaluate"]
     report(
         eval_samples=[Path(p) for p in snakemake.input.eval_samples],
+        dev_samples=[Path(p) for p in snakemake.input.dev_samples],
+        advantage_tokens={seed: Path(p) for seed, p in zip(snakemake.params.seeds, snakemake.input.advantage_tokens)},
         train_logs={tuple(key): Path(p) for key, p in zip(snakemake.params.train_log_keys, snakemake.input.train_logs)},
         premise=Path(snakemake.input.premise),
         advantages=Path(snakemake.input.advantages),

@@ -12,10 +12,12 @@ def main(snakemake) -> None:
     select_problems(
         train=Path(snakemake.input.train),
         eval=Path(snakemake.input.eval),
+        dev=Path(snakemake.input.dev),
         samples=Path(snakemake.input.samples),
         critic_answers=Path(snakemake.input.critic_answers[0]) if snakemake.input.critic_answers else None,
         train_out=Path(snakemake.output.train),
         eval_out=Path(snakemake.output.eval),
+        dev_out=Path(snakemake.output.dev),
         dropped_out=Path(snakemake.output.dropped),
         summary_out=Path(snakemake.output.summary),
         filters=from_params(SelectionFilters, snakemake.params.cfg, where="select_problems.filters"),

@@ -12,6 +12,7 @@ def main(snakemake) -> None:
     sample_critic(
         train=Path(snakemake.input.train),
         eval=Path(snakemake.input.eval),
+        dev=Path(snakemake.input.dev),
         model=Path(snakemake.input.critic[0]),
         out=Path(snakemake.output[0]),
         cfg=from_params(CriticSolveConfig, snakemake.params.cfg, where="select_problems.critic"),

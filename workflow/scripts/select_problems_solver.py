@@ -12,6 +12,7 @@ def main(snakemake) -> None:
     sample_solver(
         train=Path(snakemake.input.train),
         eval=Path(snakemake.input.eval),
+        dev=Path(snakemake.input.dev),
         model=Path(snakemake.input.model),
         out=Path(snakemake.output[0]),
         prompt=from_params(PromptConfig, snakemake.params.prompt, where="traces.prompt"),
