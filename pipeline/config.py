@@ -18,8 +18,6 @@ from typing import Any, Literal, TypeVar
 import jsonschema
 import yaml
 
-from pipeline.tasks.arith import ArithSettings
-
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
 
 T = TypeVar("T")
@@ -186,6 +184,33 @@ class DatasetSource:
     max_rows: int | None = None  # read at most this many rows (a hub id is then streamed, not downloaded whole)
     # a longer question is rejected (reason "question too long"): its prompt would not fit a solver's window
     max_question_chars: int = 8000
+
+
+ArithOp = Literal["+", "-", "*", "/"]
+ARITH_OPS: tuple[ArithOp, ...] = ("+", "-", "*", "/")
+
+
+@dataclasses.dataclass(frozen=True)
+class ArithSettings:
+    """Difficulty knobs of the ``arith`` generator (:func:`pipeline.tasks.arith.generate_problems`)."""
+
+    min_steps: int = 2
+    max_steps: int = 3
+    max_start: int = 60
+    max_operand: int = 12
+    max_value: int = 500
+    ops: tuple[str, ...] = ARITH_OPS
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_steps <= self.max_steps:
+            raise ValueError(f"arith: need 1 <= min_steps <= max_steps, got {self.min_steps}, {self.max_steps}")
+        if self.max_operand < 2 or self.max_start < 2:
+            raise ValueError("arith: max_operand and max_start must be >= 2")
+        if self.max_value < self.max_start:
+            raise ValueError("arith: max_value must be >= max_start")
+        bad = set(self.ops) - set(ARITH_OPS)
+        if bad or not self.ops:
+            raise ValueError(f"arith: ops must be a non-empty subset of {ARITH_OPS}, got {self.ops}")
 
 
 @dataclasses.dataclass(frozen=True)
