@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.config import DistillConfig, EngineConfig, GrpoConfig, LoraSettings
 from pipeline.engines.processes import (  # noqa: F401  (group_members, watch: unused here, still importable)
     ServerError,
     alive,
@@ -51,9 +52,11 @@ log = logging.getLogger(__name__)
 AUTO = "auto"
 STATE_ENV = "PIPELINE_SERVER_STATE"
 STATE_DIR = Path("logs/server")
-DEFAULT_LORA_RANK = 64  # pipeline.config.LoraSettings.r
-# pipeline.config.EngineConfig's defaults, for the keys a section may leave out
-SERVE_DEFAULTS = {"dtype": "auto", "enforce_eager": False, "kv_cache_gib": 2, "max_model_len": 2048}
+DEFAULT_LORA_RANK = LoraSettings().r  # a trainer's lora section that leaves r out
+# EngineConfig's defaults: what an engine section that leaves these keys out gets
+SERVE_DEFAULTS = {
+    key: getattr(EngineConfig(), key) for key in ("dtype", "enforce_eager", "kv_cache_gib", "max_model_len")
+}
 
 
 class RunServerError(RuntimeError):
@@ -95,8 +98,10 @@ def _lora_ranks(config: Mapping[str, Any]) -> list[int]:
             continue
         lora = section["lora"]
         ranks.append(0 if lora is None else int(lora.get("r", DEFAULT_LORA_RANK)))
-    if "lora" not in (config.get("distill") or {}) or "lora" not in (config.get("grpo") or {}):
-        ranks.append(DEFAULT_LORA_RANK)  # a trainer without the key uses the default LoRA
+    for trainer, typed in (("distill", DistillConfig), ("grpo", GrpoConfig)):
+        if "lora" not in (config.get(trainer) or {}):  # a trainer without the key uses its default LoRA
+            default = typed().lora
+            ranks.append(0 if default is None else default.r)
     return ranks
 
 
