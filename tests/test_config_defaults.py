@@ -2,7 +2,7 @@
 
 Walked generically, no key listed by hand. The sections come from the rule scripts: every
 ``from_params(Class, ..., where="section")`` in ``workflow/scripts`` names a section of the config
-and the dataclass built from it. Then, for each section and each dataclass nested in it:
+and the dataclass built from it (the trainers': ``pipeline.launch.STAGES``). Then, for each section and each dataclass nested in it:
 
 - **yaml = dataclass**: a value that config/config.yaml sets equals the dataclass's default for it, so
   that a key left out of a section (or an object built in Python) means what the shipped file says.
@@ -34,6 +34,7 @@ import yaml
 
 from pipeline import config as config_module
 from pipeline.config import SCHEMA_PATH, from_params
+from pipeline.launch import STAGES
 from tests.conftest import DEFAULT_CONFIG, ROOT
 
 SHIPPED = yaml.safe_load(DEFAULT_CONFIG.read_text())
@@ -42,7 +43,7 @@ SCHEMA = yaml.safe_load(SCHEMA_PATH.read_text())
 
 def script_sections() -> dict[str, type]:
     """``{"section.path": dataclass}`` from the ``from_params`` calls of the rule scripts (``models.*``
-    for an f-string ``where``)."""
+    for an f-string ``where``) and the trainers' table in :mod:`pipeline.launch`."""
     found: dict[str, type] = {}
     for script in sorted((ROOT / "workflow" / "scripts").glob("*.py")):
         for node in ast.walk(ast.parse(script.read_text())):
@@ -56,6 +57,8 @@ def script_sections() -> dict[str, type]:
             else:
                 continue
             found[path] = getattr(config_module, node.args[0].id)
+    for _, config_name, section in STAGES.values():  # the trainers' scripts build theirs in pipeline.launch
+        found[section] = getattr(config_module, config_name)
     return found
 
 
