@@ -51,7 +51,7 @@ else
 fi
 
 # Fail here, not in the first job, if a CUDA-built torch extension sneaked back in.
-python -c "from transformers import Qwen2ForCausalLM; import vllm, snakemake, polars" \
+python -c "from transformers import Qwen2ForCausalLM; import vllm, snakemake, polars, snakemake_executor_plugin_slurm" \
     || { echo "setup.sh: import check failed; see the pip output above" >&2; exit 1; }
 echo "$spec_hash" > "$stamp"
 echo "setup.sh: done. Activate with: source $VENV/bin/activate"

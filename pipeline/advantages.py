@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import html
-import io
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -33,6 +32,7 @@ from pipeline.artifacts import (
 )
 from pipeline.config import AdvantagesConfig
 from pipeline.engines import load_tokenizer
+from pipeline.figures import png_bytes, pyplot
 from pipeline.tasks.token_spans import CATEGORIES, categorise_tokens, token_char_spans
 
 log = logging.getLogger(__name__)
@@ -256,13 +256,11 @@ def render_png(
     A trace longer than ``max_lines`` lines shows a window of them that starts a little before its
     first wrong step.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
     from matplotlib.collections import PatchCollection
     from matplotlib.patches import Rectangle
+
+    plt = pyplot()
 
     gap, sub = 3, 8  # columns between kinds; image rows per text line (the top and bottom one stay white)
     cell_rows = _figure_rows(tokens, trace_ids, kinds)
@@ -313,10 +311,7 @@ def render_png(
     ax.add_collection(PatchCollection(outlines, facecolors="none", edgecolors="black", linewidths=0.9, zorder=1))
     ax.set_xlim(-1, n_cols)
     ax.set_ylim(n_lines, 0)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, facecolor="white")
-    plt.close(fig)
-    write_bytes_atomic(buffer.getvalue(), path)
+    write_bytes_atomic(png_bytes(fig, dpi=dpi, facecolor="white"), path)
 
 
 def _read_teacher(path: Path, kind: str) -> pl.DataFrame:

@@ -392,8 +392,6 @@ def write_artifact(
     the same directory and renamed.
     """
     validate_frame(frame, schema, artifact=artifact)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {
         "schema_version": str(SCHEMA_VERSION),
         "artifact": artifact,
@@ -402,38 +400,41 @@ def write_artifact(
         "model": model or "",
         "git_commit": git_commit(),
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         frame.select(schema.names()).write_parquet(
             tmp,
             compression="zstd",
             metadata={META_PREFIX + key: value for key, value in metadata.items()},
         )
+    return Path(path)
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary file beside ``path`` to write; it becomes ``path`` (a rename) when the block ends.
+
+    An error in the block removes it and leaves ``path`` as it was. After the rename, what killed
+    writes of ``path`` left beside it is removed (:func:`remove_temporaries`).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
         os.chmod(tmp, shared_mode(0o666))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     remove_temporaries(path)
-    return path
 
 
 def write_bytes_atomic(data: bytes, path: str | os.PathLike[str]) -> Path:
     """Write ``data`` to ``path`` atomically (a temporary file in the same folder, then a rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(tmp, shared_mode(0o666))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    remove_temporaries(path)
-    return path
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
 
 
 def write_text_atomic(text: str, path: str | os.PathLike[str]) -> Path:

@@ -3,7 +3,9 @@
 Snakemake validates the merged config with :func:`validate_config` before any job runs. Each rule
 then passes only its own section through ``params:``; the stage script turns that section into one
 of the frozen dataclasses below with :func:`from_params`, whose ``__post_init__`` checks what the
-schema cannot express.
+schema cannot express. A dataclass default is the value config/config.yaml ships for that key, so
+that a key left out means what the shipped file says (tests/test_config_defaults.py checks it against
+the file and the schema).
 """
 
 from __future__ import annotations
@@ -17,8 +19,6 @@ from typing import Any, Literal, TypeVar
 
 import jsonschema
 import yaml
-
-from pipeline.tasks.arith import ArithSettings
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -190,6 +190,33 @@ class DatasetSource:
     max_question_chars: int = 8000
 
 
+ArithOp = Literal["+", "-", "*", "/"]
+ARITH_OPS: tuple[ArithOp, ...] = ("+", "-", "*", "/")
+
+
+@dataclasses.dataclass(frozen=True)
+class ArithSettings:
+    """Difficulty knobs of the ``arith`` generator (:func:`pipeline.tasks.arith.generate_problems`)."""
+
+    min_steps: int = 2
+    max_steps: int = 3
+    max_start: int = 60
+    max_operand: int = 12
+    max_value: int = 500
+    ops: tuple[str, ...] = ARITH_OPS
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_steps <= self.max_steps:
+            raise ValueError(f"arith: need 1 <= min_steps <= max_steps, got {self.min_steps}, {self.max_steps}")
+        if self.max_operand < 2 or self.max_start < 2:
+            raise ValueError("arith: max_operand and max_start must be >= 2")
+        if self.max_value < self.max_start:
+            raise ValueError("arith: max_value must be >= max_start")
+        bad = set(self.ops) - set(ARITH_OPS)
+        if bad or not self.ops:
+            raise ValueError(f"arith: ops must be a non-empty subset of {ARITH_OPS}, got {self.ops}")
+
+
 @dataclasses.dataclass(frozen=True)
 class ProblemsConfig:
     """``prepare_problems``: which problems, how many, and the split seed."""
@@ -197,7 +224,7 @@ class ProblemsConfig:
     source: Literal["arith", "dataset"] = "arith"
     seed: int = 1234
     n_train: int = 64
-    n_eval: int = 24
+    n_eval: int = 144
     # Dev: from the train distribution, disjoint from train and eval; every choice is made on it.
     n_dev: int = 64
     arith: ArithSettings = ArithSettings()
@@ -225,6 +252,14 @@ class EngineConfig:
     tensor_parallel_size: int = 1  # vllm on GPUs: devices one model is split across (the job asks for as many)
 
 
+# The shipped engine sections (config/config.yaml), the defaults of the fields that hold them. EngineConfig's
+# own defaults are the engine's neutral ones (compiled, auto dtype: right on a GPU), what a section that
+# leaves a key out gets; the shipped sections tune it for this CPU, and differ between samplers and scorers.
+CPU_SAMPLER = EngineConfig(enforce_eager=True, dtype="bfloat16")  # vLLM eager, bf16: ~3.8x fp32's rate
+EXACT_SCORER = EngineConfig(backend="transformers", max_batch_rows=16)  # fp32: stored teacher log-probs
+FAST_SCORER = EngineConfig(backend="transformers", max_batch_rows=16, dtype="bfloat16")  # A_t aggregates
+
+
 @dataclasses.dataclass(frozen=True)
 class PromptConfig:
     """The solver prompt: a versioned instruction plus a one-shot example."""
@@ -241,14 +276,14 @@ class TracesConfig:
     """``generate_traces``: which problems each round draws, and how the solver samples."""
 
     prompt: PromptConfig
-    engine: EngineConfig = EngineConfig()
+    engine: EngineConfig = CPU_SAMPLER
     problems_per_round: int = 32
-    grpo_problems_per_round: int | None = None  # GRPO's problems per round; None: problems_per_round
+    grpo_problems_per_round: int | None = 4  # GRPO's problems per round; None: problems_per_round
     samples_per_problem: int = 1
     grpo_group_size: int = 8
     temperature: float = 1.0
     top_p: float = 1.0
-    max_tokens: int = 160
+    max_tokens: int = 128
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -334,7 +369,7 @@ class TeacherConfig:
     teacher: Literal["initial", "round_start"] = "initial"
     overflow: Literal["skip", "truncate_left"] = "truncate_left"
     logprob_dtype: Literal["float16", "float32"] = "float32"
-    engine: EngineConfig = EngineConfig(backend="transformers")
+    engine: EngineConfig = EXACT_SCORER
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
@@ -355,7 +390,7 @@ class LoraSettings:
 class OptimConfig:
     """AdamW with warm-up and a schedule, gradient clipping and accumulation to ``batch_size``."""
 
-    lr: float = 1e-4
+    lr: float = 1e-5  # 1e-4 and 5e-4 wrecked every student within 4-8 steps (config/config.yaml)
     schedule: Literal["constant", "linear", "cosine"] = "constant"
     warmup_steps: int = 0
     weight_decay: float = 0.0
@@ -396,7 +431,7 @@ class DistillConfig:
     # answer pulls the student toward answering without steps (README "What happened").
     mask_format_tokens: bool = False
     lora: LoraSettings | None = LoraSettings()  # None: full fine-tuning (the tiny model)
-    optim: OptimConfig = OptimConfig()
+    optim: OptimConfig = OptimConfig(batch_size=4, micro_batch_size=2)
 
     def __post_init__(self) -> None:
         if self.teacher_temperature <= 0:
@@ -416,7 +451,7 @@ class GrpoConfig:
     dr_grpo: bool = False
     kl_coef: float = 0.0  # > 0 adds k3 KL to the initial policy
     lora: LoraSettings | None = LoraSettings()
-    optim: OptimConfig = OptimConfig()
+    optim: OptimConfig = OptimConfig(batch_size=8, micro_batch_size=4)  # one problem's G = 8 samples per step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -435,11 +470,11 @@ class AdvantagesConfig:
 class EvaluateConfig:
     """``evaluate`` and ``check_premise``: how checkpoints are sampled and scored."""
 
-    engine: EngineConfig = EngineConfig()
+    engine: EngineConfig = CPU_SAMPLER
     samples_per_problem: int = 12  # n of Avg@n, Pass@k (k = 1..n) and Maj@n
     temperature: float = 1.0
     top_p: float = 1.0
-    max_tokens: int = 160
+    max_tokens: int = 128
     bootstrap_resamples: int = 1000  # 95% CIs: problems resampled with replacement
     seed: int = 0
 
@@ -454,13 +489,13 @@ class PremiseConfig:
 
     layouts: tuple[Layout, ...] = ("inline", "anchor", "anchor_example", "multi_turn")
     kinds: tuple[ContextKind, ...] = ("reference", "critique")
-    samples: int = 4  # re-solves per trace and (layout, kind)
+    samples: int = 2  # re-solves per trace and (layout, kind)
     advantages: bool = True  # also score A_t per (layout, kind) with score_engine
-    engine: EngineConfig = EngineConfig()  # samples the re-solves
-    score_engine: EngineConfig = EngineConfig(backend="transformers")  # scores A_t (exact)
+    engine: EngineConfig = CPU_SAMPLER  # samples the re-solves
+    score_engine: EngineConfig = FAST_SCORER  # scores A_t (bf16: mean per-token error 0.003 nats)
     temperature: float = 1.0
     top_p: float = 1.0
-    max_tokens: int = 160
+    max_tokens: int = 128
     bootstrap_resamples: int = 1000
     seed: int = 0
 
@@ -478,8 +513,8 @@ class SelectionSamplingConfig:
     samples_per_problem: int = 16  # n of Avg@n (the paper: 16)
     temperature: float = 1.0
     top_p: float = 1.0
-    max_tokens: int = 160
-    engine: EngineConfig = EngineConfig()
+    max_tokens: int = 128
+    engine: EngineConfig = CPU_SAMPLER
     seed: int = 0
 
     def __post_init__(self) -> None:

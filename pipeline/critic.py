@@ -31,7 +31,7 @@ import polars as pl
 
 from pipeline.artifacts import CRITIQUES_SCHEMA, PROBLEMS_SCHEMA, TRACES_SCHEMA, read_artifact, write_artifact
 from pipeline.config import CriticConfig, LLMCriticConfig
-from pipeline.engines import SamplingConfig, engine_from_config, load_tokenizer
+from pipeline.engines import SamplingConfig, engine_from_config, load_tokenizer, timing_stats
 from pipeline.tasks.arith import parse_arith_step
 from pipeline.tasks.critique_qa import alignment_score, answer_leak, first_changed_step
 from pipeline.tasks.solver_format import (
@@ -387,10 +387,8 @@ def query_critic(
     )
     stats = {
         **critique_stats(critiques),
-        "startup_s": round(startup, 2),
-        "generate_s": round(seconds, 2),
+        **timing_stats(startup, seconds, generated),
         "generated_tokens": generated,
-        "tokens_per_s": round(generated / seconds, 1) if seconds else None,
     }
     write_artifact(
         critiques,

@@ -35,7 +35,7 @@ from pipeline.artifacts import (
     write_json,
 )
 from pipeline.config import EvaluateConfig, PromptConfig
-from pipeline.engines import Completion, SamplingConfig, load_tokenizer, sample_model
+from pipeline.engines import Completion, SamplingConfig, load_tokenizer, sample_model, timing_stats
 from pipeline.metrics import answer_only_rate, bootstrap_ci, miscalculated_step_rate, problem_metrics
 from pipeline.tasks.solver_format import build_prompts, parse_response
 from pipeline.tasks.verify import normalize_answer, verify_answer
@@ -140,9 +140,7 @@ def evaluate(
         "seed": run_seed,
         "model": label,
         **summarise(samples, resamples=cfg.bootstrap_resamples, seed=cfg.seed),
-        "startup_s": round(startup_s, 2),
-        "generate_s": round(seconds, 2),
-        "tokens_per_s": round(int(samples["num_tokens"].sum()) / max(seconds, 1e-9), 1),
+        **timing_stats(startup_s, seconds, int(samples["num_tokens"].sum())),
     }
     write_artifact(
         samples,

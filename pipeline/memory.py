@@ -27,6 +27,9 @@ from pipeline.engines.checkpoint import resolve_checkpoint, safetensors_header, 
 log = logging.getLogger(__name__)
 
 GIB = 1 << 30
+# Cap on the fp32 logits one batch of the transformers engine may hold (pipeline.engines.hf: generate
+# keeps [batch, new tokens, vocab]); its batches are sized to it, and its estimate counts it.
+LOGITS_BUDGET_BYTES = 1 << 30
 # Python with torch, transformers and peft imported: 0.37 GiB measured, rounded up.
 PROCESS_BYTES = GIB // 2
 # vLLM's front-end and engine-core processes beyond weights and KV cache: the default run's vLLM jobs
@@ -133,8 +136,6 @@ def engine_estimate(cfg: EngineConfig, size: ModelSize, *, where: str) -> Estima
         return Estimate(f"{where} (vllm)", parts, f"{where}.kv_cache_gib")
     if cfg.backend == "server":  # the model lives in the server's process
         return Estimate(f"{where} (server)", {"process": PROCESS_BYTES}, f"{where}.server_url")
-    from pipeline.engines.hf import LOGITS_BUDGET_BYTES  # its batches hold at most this many logit bytes
-
     logits = min(cfg.max_batch_rows * cfg.max_model_len * size.vocab_size * 4, LOGITS_BUDGET_BYTES)
     parts = {"weights": weights, "weights file": size.file_bytes, "batch logits": logits, "process": PROCESS_BYTES}
     key = f"{where}.max_batch_rows" if logits > weights else f"{where}.dtype"

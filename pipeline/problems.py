@@ -184,9 +184,7 @@ def split_rows(good: pl.DataFrame, *, n_train: int, n_eval: int, n_dev: int, see
     }
     asked = {"train": n_train, "eval": n_eval, "dev": n_dev}
     if any(sets[split].height < n for split, n in asked.items()):
-        log.warning(
-            "asked for %s problems, have %s", asked, {split: frame.height for split, frame in sets.items()}
-        )
+        log.warning("asked for %s problems, have %s", asked, {split: frame.height for split, frame in sets.items()})
     return {split: frame.with_columns(split=pl.lit(split)) for split, frame in sets.items()}
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import html
 import importlib.metadata
-import io
 import json
 import logging
 import platform
@@ -36,6 +35,7 @@ from pipeline.artifacts import (
     write_text_atomic,
 )
 from pipeline.claims import claims_table, overall_verdicts
+from pipeline.figures import png_bytes, pyplot
 from pipeline.metrics import answer_only_rate, bootstrap_ci, miscalculated_step_rate, problem_metrics
 
 log = logging.getLogger(__name__)
@@ -193,20 +193,12 @@ def training_frame(logs: Mapping[tuple[int, str, int], pl.DataFrame]) -> pl.Data
 
 
 def _png(fig: Any) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return buffer.getvalue()
+    return png_bytes(fig, dpi=110, bbox_inches="tight")
 
 
 def avg_per_round_figure(checkpoints: pl.DataFrame, n: int) -> bytes:
     """Avg@n per round per arm, with 95% CI bars; the base solver is every arm's round 0."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     base = checkpoints.filter(pl.col("condition") == "base")
@@ -237,10 +229,7 @@ def training_curves_figure(training: pl.DataFrame) -> bytes:
     """Per optimizer step of every arm (first seed): loss, KL, GRPO reward, the student's mean token
     entropy, and for distillation the student's and the teacher's on the teacher's stored top-k + tail
     support (comparable to each other), where flattening shows as it happens."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     panels = [
         ("loss", "loss"),
@@ -328,10 +317,7 @@ def comparison_pairs(arms: Mapping[str, str], conditions: Sequence[str]) -> list
 
 def paired_figure(differences: pl.DataFrame) -> bytes:
     """The paired differences as a forest plot: one CI bar per comparison, zero marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6.4, 0.45 * differences.height + 1.0))
     y = list(range(differences.height))[::-1]
@@ -352,10 +338,7 @@ def paired_figure(differences: pl.DataFrame) -> bytes:
 
 def entropy_figure(checkpoints: pl.DataFrame) -> bytes:
     """Mean token entropy of each checkpoint's eval samples per round (the base solver at round 0)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6.4, 3.2))
     base = checkpoints.filter(pl.col("condition") == "base")

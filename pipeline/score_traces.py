@@ -18,7 +18,7 @@ import polars as pl
 
 from pipeline.artifacts import TRACE_SCORES_SCHEMA, TRACES_SCHEMA, model_label, read_artifact, write_artifact
 from pipeline.config import EngineConfig
-from pipeline.engines import TokenScores, run_engine
+from pipeline.engines import TokenScores, run_engine, timing_stats
 
 log = logging.getLogger(__name__)
 STAGE = "score_traces"
@@ -59,9 +59,7 @@ def score_traces(*, traces: Path, model: Path, out: Path, cfg: EngineConfig) -> 
         "traces": rows.height,
         "not_scored": frame.height - rows.height,
         "completion_tokens": tokens,
-        "startup_s": round(startup_s, 2),
-        "score_s": round(seconds, 2),
-        "tokens_per_s": round(tokens / max(seconds, 1e-9), 1),
+        **timing_stats(startup_s, seconds, tokens, work="score"),
     }
     write_artifact(
         trace_scores_frame(rows, scores),

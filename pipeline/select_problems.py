@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ from pipeline.artifacts import (
     write_json,
 )
 from pipeline.config import CriticSolveConfig, PromptConfig, SelectionFilters, SelectionSamplingConfig
-from pipeline.engines import Completion, SamplingConfig, engine_from_config, load_tokenizer
+from pipeline.engines import Completion, SamplingConfig, load_tokenizer, sample_model, timing_stats
 from pipeline.tasks.solver_format import (
     build_prompts,
     fill_template,
@@ -199,18 +198,6 @@ def _read_candidates(*paths: Path) -> pl.DataFrame:
     return candidates(*(read_artifact(path, schema=PROBLEMS_SCHEMA, artifact="problems") for path in paths))
 
 
-def _generate(
-    engine_cfg: Any, model: Path, prompts: list[list[int]], sampling: SamplingConfig, seed: int, *, where: str
-):
-    engine = engine_from_config(engine_cfg, model, seed=seed, where=where)
-    try:
-        start = time.perf_counter()
-        completions = engine.generate(prompts, sampling)
-        return completions, engine.startup_s, time.perf_counter() - start
-    finally:
-        engine.close()
-
-
 def sample_solver(
     *,
     train: Path,
@@ -227,12 +214,12 @@ def sample_solver(
     sampling = SamplingConfig(
         n=cfg.samples_per_problem, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens
     )
-    completions, startup, seconds = _generate(
+    completions, startup, seconds = sample_model(
         cfg.engine,
         model,
         prompts["prompt_token_ids"].to_list(),
         sampling,
-        cfg.seed,
+        seed=cfg.seed,
         where="select_problems.solver.engine",
     )
     samples = solver_samples_frame(problems, completions)
@@ -242,9 +229,7 @@ def sample_solver(
         "samples": samples.height,
         "accuracy": round(float(samples["is_correct"].mean() or 0.0), 4),
         "format_rate": round(float(samples["format_ok"].mean() or 0.0), 4),
-        "startup_s": round(startup, 2),
-        "generate_s": round(seconds, 2),
-        "tokens_per_s": round(tokens / max(seconds, 1e-9), 1),
+        **timing_stats(startup, seconds, tokens),
     }
     write_artifact(
         samples,
@@ -278,8 +263,8 @@ def sample_critic(
     problems = _read_candidates(train, eval, dev)
     prompts, opened = critic_prompts(problems, load_tokenizer(model), cfg)
     sampling = SamplingConfig(n=1, temperature=0.0, max_tokens=cfg.max_tokens)
-    completions, startup, seconds = _generate(
-        cfg.engine, model, prompts, sampling, 0, where="select_problems.critic.engine"
+    completions, startup, seconds = sample_model(
+        cfg.engine, model, prompts, sampling, seed=0, where="select_problems.critic.engine"
     )
     answers = critic_answers_frame(problems, [c[0] for c in completions], think_opened=opened)
     tokens = int(answers["num_tokens"].sum())
@@ -287,9 +272,7 @@ def sample_critic(
         "candidates": problems.height,
         "critic_accuracy": round(float(answers["is_correct"].mean() or 0.0), 4),
         "parse_errors": int(answers["parse_error"].is_not_null().sum()),
-        "startup_s": round(startup, 2),
-        "generate_s": round(seconds, 2),
-        "tokens_per_s": round(tokens / max(seconds, 1e-9), 1),
+        **timing_stats(startup, seconds, tokens),
     }
     write_artifact(
         answers,

@@ -31,7 +31,7 @@ from pipeline.artifacts import (
     write_artifact,
 )
 from pipeline.config import TeacherConfig
-from pipeline.engines import Engine, TokenScores, load_tokenizer, run_engine
+from pipeline.engines import Engine, TokenScores, load_tokenizer, run_engine, timing_stats
 from pipeline.tasks.token_spans import categorise_tokens, token_char_spans
 
 log = logging.getLogger(__name__)
@@ -183,9 +183,7 @@ def precompute_teacher_logprobs(
         "traces": frame.height,
         **counts,
         "completion_tokens": tokens,
-        "startup_s": round(startup_s, 2),
-        "score_s": round(seconds, 2),
-        "tokens_per_s": round(tokens / max(seconds, 1e-9), 1),
+        **timing_stats(startup_s, seconds, tokens, work="score"),
     }
     write_artifact(
         frame,

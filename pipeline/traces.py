@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import polars as pl
 
 from pipeline.artifacts import PROBLEMS_SCHEMA, TRACES_SCHEMA, model_label, read_artifact, write_artifact
 from pipeline.config import TracesConfig
-from pipeline.engines import Completion, Engine, SamplingConfig, engine_from_config, load_tokenizer
+from pipeline.engines import Completion, Engine, SamplingConfig, load_tokenizer, run_engine, timing_stats
 from pipeline.tasks.solver_format import build_prompts, parse_response
 from pipeline.tasks.verify import verify_answer
 
@@ -92,20 +91,18 @@ def generate_traces(
     tokenizer = load_tokenizer(model)
     prompts = build_prompts(picked, tokenizer, cfg.prompt)
 
-    engine = engine_from_config(cfg.engine, model, seed=cfg.seed + round_index, where="traces.engine")
-    try:
-        start = time.perf_counter()
-        traces = sample_traces(engine, prompts, n=n, cfg=cfg, condition=condition, round_index=round_index)
-        seconds = time.perf_counter() - start
-    finally:
-        engine.close()
+    traces, startup_s, seconds = run_engine(
+        cfg.engine,
+        model,
+        lambda engine: sample_traces(engine, prompts, n=n, cfg=cfg, condition=condition, round_index=round_index),
+        seed=cfg.seed + round_index,
+        where="traces.engine",
+    )
     tokens = int(traces["completion_token_ids"].list.len().sum())
     stats = {
         "traces": traces.height,
         "problems": prompts.height,
-        "startup_s": round(engine.startup_s, 2),
-        "generate_s": round(seconds, 2),
-        "tokens_per_s": round(tokens / max(seconds, 1e-9), 1),
+        **timing_stats(startup_s, seconds, tokens),
         "accuracy": round(float(traces["is_correct"].mean() or 0.0), 4),
         "format_rate": round(float(traces["format_ok"].mean() or 0.0), 4),
         "truncated": int((traces["finish_reason"] == "length").sum()),

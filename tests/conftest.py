@@ -40,6 +40,56 @@ def qwen_model_dir() -> Path:
     return _model_dir(DEFAULT_CONFIG, ROOT / "resources" / "models")
 
 
+@pytest.fixture(scope="session")
+def tokenizer(tiny_model_dir: Path):
+    """The tiny model's tokenizer."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_causal_lm(tiny_model_dir: Path):
+    """The tiny model loaded straight with transformers (fp32, eval mode): the reference the engines
+    and the stages that score with them are checked against."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, use_safetensors=True).eval()
+
+
+def completion_logprobs(model, prompt: list[int], completion: list[int]):
+    """``[len(completion), vocab]`` log-probs of ``model`` at each completion token, one unpadded forward."""
+    import torch
+
+    with torch.no_grad():
+        logits = model(torch.tensor([list(prompt) + list(completion)])).logits[0].float()
+    return logits[len(prompt) - 1 : len(prompt) + len(completion) - 1].log_softmax(-1).numpy()
+
+
+# Step-tagged completions and their spans, for the token-category tests (tasks, advantages).
+WRONG_TEXT = (
+    "<step_1> 2 + 3 = 5 </step_1>\n<step_2> 5 * 4 = 21 </step_2>\n<step_3> 21 - 1 = 20 </step_3>\n<answer> 20 </answer>"
+)
+CORRECT_TEXT = "<step_1> 2 + 3 = 5 </step_1>\n<step_2> 5 * 4 = 20 </step_2>\n<answer> 20 </answer>"
+
+
+def step_spans(text: str) -> list[dict[str, int]]:
+    """The ``step_spans`` column of a trace with ``text``."""
+    from pipeline.tasks.solver_format import parse_response
+
+    return [{"number": s.number, "start": s.start, "end": s.end} for s in parse_response(text).steps]
+
+
+def spans_of(pieces: list[str]) -> list[tuple[int, int]]:
+    """Character spans of consecutive token texts."""
+    spans, pos = [], 0
+    for piece in pieces:
+        spans.append((pos, pos + len(piece)))
+        pos += len(piece)
+    return spans
+
+
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 
 

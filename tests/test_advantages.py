@@ -1,7 +1,6 @@
 import numpy as np
 import polars as pl
 import pytest
-from transformers import AutoTokenizer
 
 from pipeline.advantages import (
     ADVANTAGE_AGGREGATES_SCHEMA,
@@ -18,28 +17,7 @@ from pipeline.engines import TokenScores
 from pipeline.tasks.solver_format import parse_response
 from pipeline.tasks.teacher_prompts import CONTEXT_KINDS
 from pipeline.teacher import teacher_frame, teacher_logprobs_schema
-
-WRONG_TEXT = (
-    "<step_1> 2 + 3 = 5 </step_1>\n<step_2> 5 * 4 = 21 </step_2>\n<step_3> 21 - 1 = 20 </step_3>\n<answer> 20 </answer>"
-)
-CORRECT_TEXT = "<step_1> 2 + 3 = 5 </step_1>\n<step_2> 5 * 4 = 20 </step_2>\n<answer> 20 </answer>"
-
-
-def step_spans(text):
-    return [{"number": s.number, "start": s.start, "end": s.end} for s in parse_response(text).steps]
-
-
-def spans_of(pieces):
-    spans, pos = [], 0
-    for piece in pieces:
-        spans.append((pos, pos + len(piece)))
-        pos += len(piece)
-    return spans
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny_model_dir):
-    return AutoTokenizer.from_pretrained(tiny_model_dir)
+from tests.conftest import CORRECT_TEXT, WRONG_TEXT, step_spans
 
 
 def tokens_frame(rows):

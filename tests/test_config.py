@@ -1,4 +1,5 @@
 import copy
+import dataclasses
 
 import pytest
 import yaml
@@ -12,9 +13,43 @@ def config() -> dict:
     return yaml.safe_load(DEFAULT_CONFIG.read_text())
 
 
+def typed_values(value):
+    """A built config value as YAML writes it (tuples as lists, dataclasses as mappings)."""
+    if dataclasses.is_dataclass(value):
+        return {f.name: typed_values(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple | list):
+        return [typed_values(v) for v in value]
+    return value
+
+
+STAGE_SECTIONS = {"problems", "traces", "critic", "contexts", "teacher", "distill", "grpo", "evaluate", "premise"}
+
+
+def assert_stages_build(config: dict) -> set[str]:
+    """Every section a rule script builds (tests/test_config_defaults.py finds them) builds from
+    ``config`` and holds the values the file sets; returns the sections built."""
+    from tests.test_config_defaults import SECTIONS, lookup
+
+    def contains(built, written, where):
+        if isinstance(written, dict):
+            for key, value in written.items():
+                contains(built[key], value, f"{where}.{key}")
+        else:
+            assert built == written, f"{where}: the file says {written!r}, the typed config holds {built!r}"
+
+    built = set()
+    for path, cls in SECTIONS.items():
+        for section in lookup(config, path):
+            contains(typed_values(from_params(cls, section, where=path)), section, path)
+            built.add(path)
+    return built
+
+
 @pytest.mark.parametrize("path", [DEFAULT_CONFIG, SMOKE_CONFIG], ids=lambda p: p.name)
 def test_shipped_configs_validate(path):
-    validate_config(yaml.safe_load(path.read_text()))
+    config = yaml.safe_load(path.read_text())
+    assert validate_config(config) is None  # raises ConfigError listing every violation otherwise
+    assert assert_stages_build(config) >= STAGE_SECTIONS  # and every stage's typed config takes the file's values
 
 
 def test_misspelled_key_is_rejected_by_name(config):
@@ -110,7 +145,11 @@ def merged(*paths):
 
 @pytest.mark.parametrize("overlay", [PAPER_CONFIG, CRITIC_LLM_CONFIG], ids=lambda p: p.name)
 def test_overlays_validate_over_the_default(overlay):
-    validate_config(merged(DEFAULT_CONFIG, overlay))
+    config = merged(DEFAULT_CONFIG, overlay)
+    assert validate_config(config) is None
+    assert assert_stages_build(config) >= STAGE_SECTIONS
+    overlay_values = yaml.safe_load(overlay.read_text())
+    assert config["critic"]["llm"] == overlay_values["critic"]["llm"]  # the overlay's critic is the one that runs
 
 
 def test_paper_config_holds_the_papers_values_and_builds_every_stage_config():

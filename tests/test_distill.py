@@ -144,9 +144,10 @@ def test_skip_correct_and_the_disagreement_guard():
 def test_skip_first_tokens_leaves_the_opening_out_after_the_other_masks():
     row = {"token_categories": CATEGORIES, "is_correct": False}
     assert loss_mask(row, DistillConfig(skip_first_tokens=3)) == [False, False, False, True, True, True]
-    assert loss_mask(row, DistillConfig(skip_first_tokens=3, token_mask="first_error")) == [False] * 3 + [True] + [
-        False
-    ] * 2
+    assert (
+        loss_mask(row, DistillConfig(skip_first_tokens=3, token_mask="first_error"))
+        == [False] * 3 + [True] + [False] * 2
+    )
     assert loss_mask(row, DistillConfig(skip_first_tokens=10)) == [False] * 6
 
 
@@ -156,7 +157,12 @@ def test_importance_weights_apply_after_the_first_step_only_as_configured():
     ids = torch.tensor([0, 1, 2])
     realised = logits.log_softmax(-1).gather(-1, ids[:, None]).squeeze(-1)
     behaviour = realised - torch.tensor([0.5, -0.2, 1.0])  # current / behaviour = e^0.5, e^-0.2, e^1.0
-    args = (logits, torch.tensor([[0, 1]] * 3), torch.log(torch.tensor([[0.5, 0.3]] * 3)), torch.log(torch.full((3,), 0.2)))
+    args = (
+        logits,
+        torch.tensor([[0, 1]] * 3),
+        torch.log(torch.tensor([[0.5, 0.3]] * 3)),
+        torch.log(torch.full((3,), 0.2)),
+    )
     mask = torch.ones(3, dtype=torch.bool)
 
     def loss(weight, importance=True):
@@ -176,7 +182,14 @@ def test_kl_entry_clip_caps_each_entry_of_the_loss():
     # teacher sure of token 0 ("answer"), student not: unclipped that entry alone is 0.5 log(0.5/0.01)
     student = torch.log(torch.tensor([[0.01, 0.79, 0.2]]))
     teacher_k = torch.log(torch.tensor([[0.5, 0.3]]))
-    args = (student, torch.tensor([[0, 1]]), teacher_k, torch.log(torch.tensor([0.2])), torch.zeros(1), torch.tensor([1]))
+    args = (
+        student,
+        torch.tensor([[0, 1]]),
+        teacher_k,
+        torch.log(torch.tensor([0.2])),
+        torch.zeros(1),
+        torch.tensor([1]),
+    )
     mask = torch.ones(1, dtype=torch.bool)
     unclipped, _ = distill_loss(*args, mask, DistillConfig(), importance=False)
     clipped, _ = distill_loss(*args, mask, DistillConfig(kl_entry_clip=0.05), importance=False)

@@ -72,13 +72,28 @@ def test_topk_support_renormalises(dists):
     assert torch.allclose(t.exp().sum(-1), torch.ones(5)) and torch.allclose(s.exp().sum(-1), torch.ones(5))
 
 
-def test_gradients_flow_to_the_student_only(dists):
+@pytest.mark.parametrize("kind", ["forward_kl", "reverse_kl", "jsd"])
+@pytest.mark.parametrize("support", ["topk", "tail"])
+def test_gradients_flow_to_the_student_only(dists, kind, support):
     teacher, student = dists
     logits = student.clone().requires_grad_(True)
     ids, lp, tail = stored_topk(teacher, 4)
-    t, s = supported_logprobs(logits.log_softmax(-1), ids, lp, tail, "tail")
-    divergence(t, s, "forward_kl").mean().backward()
-    assert logits.grad is not None and logits.grad.abs().sum() > 0
+    t, s = supported_logprobs(logits.log_softmax(-1), ids, lp, tail, support)
+    # only: the teacher side on the support is built from the stored teacher alone, no path back to the
+    # student's logits (a teacher computed from the student would pull the target along with it)
+    assert s.requires_grad and not t.requires_grad
+    divergence(t, s, kind).mean().backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0  # to the student
+    if (kind, support) == ("forward_kl", "tail"):
+        # the exact gradient of -sum_i p_i log q_i over the top-k and the tail bucket, per logit:
+        # softmax_j - p_j on the teacher's ids, softmax_j (1 - p_tail / q_tail) on the rest
+        q = student.softmax(-1)
+        p_tail = tail.exp()
+        outside = torch.ones_like(q, dtype=torch.bool).scatter(-1, ids, False)
+        q_tail = (q * outside).sum(-1)
+        expected = torch.where(outside, q * (1 - p_tail / q_tail)[:, None], q)
+        expected = expected.scatter(-1, ids, q.gather(-1, ids) - lp.exp())
+        torch.testing.assert_close(logits.grad, expected / len(q), atol=1e-6, rtol=1e-4)
 
 
 def test_tail_support_stays_finite_where_the_student_is_near_certain():

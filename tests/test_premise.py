@@ -6,14 +6,13 @@ import numpy as np
 import polars as pl
 import pytest
 import yaml
-from transformers import AutoTokenizer
 
 from pipeline.artifacts import PREMISE_SAMPLES_SCHEMA
 from pipeline.config import ContextsConfig, PromptConfig, from_params
 from pipeline.engines import Completion, TokenScores
 from pipeline.premise import premise_prompts, premise_samples_frame, premise_table, score_advantages
 from pipeline.tasks.solver_format import parse_response
-from tests.conftest import SMOKE_CONFIG
+from tests.conftest import SMOKE_CONFIG, completion_logprobs
 
 SMOKE = yaml.safe_load(SMOKE_CONFIG.read_text())
 TEMPLATES = from_params(ContextsConfig, SMOKE["contexts"]).templates
@@ -44,11 +43,6 @@ def joined_traces(tokenizer) -> pl.DataFrame:
             }
         )  # fmt: skip
     return pl.DataFrame(rows)
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny_model_dir):
-    return AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
 def test_prompts_cover_every_layout_and_kind_of_the_traces_every_kind_has(tokenizer):
@@ -125,6 +119,34 @@ def test_advantages_score_the_student_once_and_categorise_every_token(tokenizer)
         assert row["advantages"][0] == pytest.approx(expected, abs=1e-6)
     wrong = scored.filter(trace_id="b").row(0, named=True)
     assert {"pre_error", "first_wrong", "answer"} <= set(wrong["categories"])
+
+
+def test_advantages_of_the_real_tiny_model_are_teacher_minus_student_log_probs(
+    tokenizer, tiny_model_dir, tiny_causal_lm
+):
+    """A_t scored by the real transformers engine on the tiny model, against the model's own forward
+    passes on the teacher prompt and on the solver's prompt."""
+    from pipeline.engines.hf import HFEngine
+
+    joined = joined_traces(tokenizer)
+    prompts = premise_prompts(
+        joined, layouts=["inline", "anchor"], kinds=["reference", "critique"], templates=TEMPLATES, prompt=PROMPT,
+        tokenizer=tokenizer, enable_thinking=False,
+    )  # fmt: skip
+    scored = score_advantages(HFEngine(tiny_model_dir, seed=0), prompts, joined, tokenizer)
+    assert scored.height == 8
+    traces = {r["trace_id"]: r for r in joined.iter_rows(named=True)}
+    for row in scored.iter_rows(named=True):
+        trace = traces[row["trace_id"]]
+        completion = trace["completion_token_ids"]
+        (teacher_prompt,) = prompts.filter(
+            trace_id=row["trace_id"], layout=row["layout"], context_kind=row["context_kind"]
+        )["prompt"].to_list()
+        positions = np.arange(len(completion))
+        teacher = completion_logprobs(tiny_causal_lm, teacher_prompt, completion)[positions, completion]
+        student = completion_logprobs(tiny_causal_lm, trace["prompt_token_ids"], completion)[positions, completion]
+        np.testing.assert_allclose(row["advantages"], teacher - student, atol=1e-4)
+        assert np.abs(teacher - student).max() > 1e-3  # the contexts do change the model's log-probs
 
 
 def samples(outcomes: dict[tuple[str, str], dict[str, list[int]]], correct_traces: set[str]) -> pl.DataFrame:

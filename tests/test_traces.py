@@ -83,4 +83,12 @@ def test_generate_traces_stage_with_transformers(tiny_model_dir, tmp_path):
     assert set(traces["round"]) == {1}
     meta = read_metadata(out)
     assert meta["stage"] == "generate_traces" and meta["model"].startswith(tiny_model_dir.name)
-    assert meta["params"]["stats"]["startup_s"] >= 0
+    assert meta["params"]["stats"] == stats  # the file records what the stage returned
+    assert stats["problems"] == 4 and stats["truncated"] == int((traces["finish_reason"] == "length").sum())
+    assert stats["accuracy"] == round(float(traces["is_correct"].mean()), 4)
+    assert stats["format_rate"] == round(float(traces["format_ok"].mean()), 4)
+    # the engine was really loaded and sampled, and the rate is the traces' tokens over the sampling time
+    assert stats["startup_s"] > 0 and stats["generate_s"] > 0
+    tokens = int(traces["completion_token_ids"].list.len().sum())
+    low, high = tokens / (stats["generate_s"] + 0.005), tokens / max(stats["generate_s"] - 0.005, 1e-9)
+    assert low - 0.05 <= stats["tokens_per_s"] <= high + 0.05  # generate_s is rounded to 0.01 s

@@ -29,6 +29,7 @@ __all__ = [
     "load_tokenizer",
     "run_engine",
     "sample_model",
+    "timing_stats",
 ]
 
 
@@ -126,6 +127,19 @@ def run_engine(
         return result, engine.startup_s, time.perf_counter() - start
     finally:
         engine.close()
+
+
+def timing_stats(startup_s: float, seconds: float, tokens: int, *, work: str = "generate") -> dict[str, float | None]:
+    """The timing fields of a model stage's stats: ``startup_s`` (the engine's start-up), ``<work>_s``
+    (the sampling or scoring) and ``tokens_per_s`` over it (None when nothing ran: no engine, no time).
+
+    Wall-clock values: the determinism checks leave them out.
+    """
+    return {
+        "startup_s": round(startup_s, 2),
+        f"{work}_s": round(seconds, 2),
+        "tokens_per_s": round(tokens / seconds, 1) if seconds > 0 else None,
+    }
 
 
 def sample_model(

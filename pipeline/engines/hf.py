@@ -12,11 +12,9 @@ import torch
 
 from pipeline.engines.base import Completion, SamplingConfig, TokenScores, check_lengths
 from pipeline.engines.checkpoint import load_adapter, load_tokenizer, resolve_checkpoint
+from pipeline.memory import LOGITS_BUDGET_BYTES
 
 log = logging.getLogger(__name__)
-
-# Cap on the fp32 logits one batch may hold (generate keeps [batch, new tokens, vocab]).
-LOGITS_BUDGET_BYTES = 1 << 30
 
 
 def _batches(order: Sequence[int], sizes: Sequence[int], budget_tokens: int, max_rows: int) -> Iterator[list[int]]:

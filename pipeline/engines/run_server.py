@@ -26,7 +26,6 @@ import fcntl
 import json
 import logging
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -36,14 +35,28 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.config import DistillConfig, EngineConfig, GrpoConfig, LoraSettings
+from pipeline.engines.processes import (  # noqa: F401  (group_members, watch: unused here, still importable)
+    ServerError,
+    alive,
+    free_port,
+    group_members,
+    start_ticks,
+    stop_group,
+    wait_until_healthy,
+    watch,
+)
+
 log = logging.getLogger(__name__)
 
 AUTO = "auto"
 STATE_ENV = "PIPELINE_SERVER_STATE"
 STATE_DIR = Path("logs/server")
-DEFAULT_LORA_RANK = 64  # pipeline.config.LoraSettings.r
-# pipeline.config.EngineConfig's defaults, for the keys a section may leave out
-SERVE_DEFAULTS = {"dtype": "auto", "enforce_eager": False, "kv_cache_gib": 2, "max_model_len": 2048}
+DEFAULT_LORA_RANK = LoraSettings().r  # a trainer's lora section that leaves r out
+# EngineConfig's defaults: what an engine section that leaves these keys out gets
+SERVE_DEFAULTS = {
+    key: getattr(EngineConfig(), key) for key in ("dtype", "enforce_eager", "kv_cache_gib", "max_model_len")
+}
 
 
 class RunServerError(RuntimeError):
@@ -85,8 +98,10 @@ def _lora_ranks(config: Mapping[str, Any]) -> list[int]:
             continue
         lora = section["lora"]
         ranks.append(0 if lora is None else int(lora.get("r", DEFAULT_LORA_RANK)))
-    if "lora" not in (config.get("distill") or {}) or "lora" not in (config.get("grpo") or {}):
-        ranks.append(DEFAULT_LORA_RANK)  # a trainer without the key uses the default LoRA
+    for trainer, typed in (("distill", DistillConfig), ("grpo", GrpoConfig)):
+        if "lora" not in (config.get(trainer) or {}):  # a trainer without the key uses its default LoRA
+            default = typed().lora
+            ranks.append(0 if default is None else default.r)
     return ranks
 
 
@@ -141,63 +156,6 @@ def serve_settings(config: Mapping[str, Any]) -> ServeSettings | None:
         kv_cache_gib=int(agreed("kv_cache_gib")),
         startup_timeout_s=float(serve.get("startup_timeout_s", 900.0)),
     )
-
-
-# --- processes -------------------------------------------------------------------------------
-
-
-def start_ticks(pid: int) -> int | None:
-    """A process's start time (clock ticks since boot, /proc), or None when it does not exist.
-
-    With the pid it identifies a process: a pid the kernel reused starts at another time.
-    """
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
-
-
-def alive(pid: int, ticks: int | None = None) -> bool:
-    """Whether process ``pid`` (started at ``ticks``, when given) still runs (zombies count as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    fields = stat.rsplit(")", 1)[1].split()
-    return fields[0] != "Z" and (ticks is None or int(fields[19]) == ticks)
-
-
-def group_members(pgid: int) -> list[int]:
-    """The live processes of process group ``pgid`` (the server's session: supervisor, vLLM, workers)."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(int(entry.name))
-    return members
-
-
-def stop_group(pid: int, pgid: int, *, grace_s: float = 30.0, ticks: int | None = None) -> None:
-    """SIGTERM the supervisor ``pid`` (it stops vLLM), then SIGKILL whatever of its group is left."""
-    if alive(pid, ticks):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while group_members(pgid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    if group_members(pgid):
-        log.warning("run server: process group %d still running after %.0fs; killing it", pgid, grace_s)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while group_members(pgid) and time.monotonic() < deadline:
-            time.sleep(0.1)
 
 
 # --- the state file --------------------------------------------------------------------------
@@ -289,8 +247,6 @@ def register_run(
 
 def _launch(path: Path, state: dict[str, Any], attempts: int = 3) -> dict[str, Any]:
     """Start the server the state file describes; return the state with its URL and process ids."""
-    from pipeline.engines.server import ServerError, free_port, wait_until_healthy
-
     settings = ServeSettings(**{**state["settings"], "sections": tuple(state["settings"]["sections"])})
     log_path = path.with_suffix(".log")
     for attempt in range(1, attempts + 1):
@@ -354,8 +310,6 @@ def ensure_run_server(path: str | Path | None = None) -> tuple[str, dict[str, An
     For a job whose engine says ``server_url: auto``. Fails with what to do when the run has no
     server state (no ``onstart``: a job run by hand, ``--no-hooks``, a cluster node).
     """
-    from pipeline.engines.server import ServerError, wait_until_healthy
-
     path = path or os.environ.get(STATE_ENV)
     if not path:
         raise RunServerError(
@@ -416,9 +370,3 @@ def stop_run_server(path: str | Path | None = None) -> bool:
             f"run server: stopped pid {state['pid']} ({state['url']}; log {state['log']})", file=sys.stderr, flush=True
         )
     return stopped
-
-
-def watch(pid: int, ticks: int | None, *, interval_s: float = 2.0) -> None:
-    """Return once process ``pid`` (started at ``ticks``) is gone: the supervisor's lifeline to its run."""
-    while alive(pid, ticks):
-        time.sleep(interval_s)

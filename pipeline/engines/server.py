@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,14 @@ from typing import Any
 
 from pipeline.engines.base import Completion, SamplingConfig, TokenScores, check_lengths
 from pipeline.engines.checkpoint import load_tokenizer, resolve_checkpoint
+from pipeline.engines.processes import (  # noqa: F401  (free_port: unused here, still importable)
+    ServerError,
+    free_port,
+    group_members,
+    start_ticks,
+    wait_until_healthy,
+    watch,
+)
 from pipeline.engines.vllm_engine import (
     CPU_BLOCK_SIZE,
     configure_cpu_env,
@@ -38,10 +45,6 @@ from pipeline.engines.vllm_engine import (
 )
 
 log = logging.getLogger(__name__)
-
-
-class ServerError(RuntimeError):
-    """The server could not be reached or answered with an error."""
 
 
 def _post(url: str, payload: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -170,29 +173,6 @@ class ServerEngine:
         """The server outlives the job; nothing to release."""
 
 
-def wait_until_healthy(base_url: str, *, timeout: float, process: subprocess.Popen | None = None) -> None:
-    """Poll ``/health`` until it answers 200; fail early if ``process`` dies."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise ServerError(f"the server exited with code {process.returncode} before it was ready")
-        try:
-            with urllib.request.urlopen(f"{base_url}/health", timeout=5) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(1.0)
-    raise ServerError(f"{base_url}/health did not answer within {timeout:.0f}s")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port on ``host`` that nothing listens on now (the OS picks it: bind to port 0)."""
-    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
 def server_command(
     model_dir: str | Path,
     *,
@@ -288,8 +268,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--watch-pid", type=int, help="stop when this process ends (the workflow run that started the server)"
     )
     args = parser.parse_args(argv)
-    from pipeline.engines.run_server import group_members, start_ticks, watch
-
     watched = (args.watch_pid, start_ticks(args.watch_pid)) if args.watch_pid else None
     signal.signal(signal.SIGTERM, _stop)
     Path(args.log).parent.mkdir(parents=True, exist_ok=True)

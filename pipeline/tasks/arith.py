@@ -13,10 +13,12 @@ import hashlib
 import random
 import re
 from dataclasses import dataclass, field
-from typing import Literal
 
-Op = Literal["+", "-", "*", "/"]
-ALL_OPS: tuple[Op, ...] = ("+", "-", "*", "/")
+# The difficulty knobs are typed config (one floor below tasks); still importable from here.
+from pipeline.config import ARITH_OPS, ArithOp, ArithSettings
+
+Op = ArithOp
+ALL_OPS = ARITH_OPS
 
 _SETTINGS = [
     ("A farm", "apples"),
@@ -56,29 +58,6 @@ class Step:
 
     def as_dict(self) -> dict[str, int | str]:
         return {"a": self.a, "op": self.op, "b": self.b, "result": self.result}
-
-
-@dataclass(frozen=True)
-class ArithSettings:
-    """Difficulty knobs for :func:`generate_problems`."""
-
-    min_steps: int = 2
-    max_steps: int = 3
-    max_start: int = 60
-    max_operand: int = 12
-    max_value: int = 500
-    ops: tuple[str, ...] = ALL_OPS
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.min_steps <= self.max_steps:
-            raise ValueError(f"arith: need 1 <= min_steps <= max_steps, got {self.min_steps}, {self.max_steps}")
-        if self.max_operand < 2 or self.max_start < 2:
-            raise ValueError("arith: max_operand and max_start must be >= 2")
-        if self.max_value < self.max_start:
-            raise ValueError("arith: max_value must be >= max_start")
-        bad = set(self.ops) - set(ALL_OPS)
-        if bad or not self.ops:
-            raise ValueError(f"arith: ops must be a non-empty subset of {ALL_OPS}, got {self.ops}")
 
 
 @dataclass(frozen=True)

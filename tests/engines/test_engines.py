@@ -174,3 +174,11 @@ def test_the_cpu_server_uses_the_in_process_engines_kv_block_size():
     cmd = server_command("m", **kwargs, block_size=CPU_BLOCK_SIZE)
     assert cmd[cmd.index("--block-size") + 1] == str(CPU_BLOCK_SIZE)
     assert "--block-size" not in server_command("m", **kwargs)  # GPUs keep vLLM's own
+
+
+def test_timing_stats_are_rounded_and_the_rate_is_none_when_nothing_ran():
+    from pipeline.engines import timing_stats
+
+    assert timing_stats(1.234, 2.0, 301) == {"startup_s": 1.23, "generate_s": 2.0, "tokens_per_s": 150.5}
+    assert timing_stats(0.5, 0.25, 10, work="score") == {"startup_s": 0.5, "score_s": 0.25, "tokens_per_s": 40.0}
+    assert timing_stats(0.0, 0.0, 0)["tokens_per_s"] is None  # e.g. the oracle critic: no engine

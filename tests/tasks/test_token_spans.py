@@ -1,27 +1,9 @@
 """Token categories and character spans of step-tagged completions."""
 
 import pytest
-from transformers import AutoTokenizer
 
-from pipeline.tasks.solver_format import parse_response
 from pipeline.tasks.token_spans import categorise_tokens, format_tokens, token_char_spans
-
-WRONG_TEXT = (
-    "<step_1> 2 + 3 = 5 </step_1>\n<step_2> 5 * 4 = 21 </step_2>\n<step_3> 21 - 1 = 20 </step_3>\n<answer> 20 </answer>"
-)
-CORRECT_TEXT = "<step_1> 2 + 3 = 5 </step_1>\n<step_2> 5 * 4 = 20 </step_2>\n<answer> 20 </answer>"
-
-
-def step_spans(text):
-    return [{"number": s.number, "start": s.start, "end": s.end} for s in parse_response(text).steps]
-
-
-def spans_of(pieces):
-    spans, pos = [], 0
-    for piece in pieces:
-        spans.append((pos, pos + len(piece)))
-        pos += len(piece)
-    return spans
+from tests.conftest import CORRECT_TEXT, WRONG_TEXT, spans_of, step_spans
 
 
 def test_categories_of_a_trace_wrong_at_step_2_of_3():
@@ -75,11 +57,6 @@ def test_categories_of_a_correct_trace_and_edge_cases():
         spans_of(["<step_1> 1 + 1 = 3 </step_1>", "\n<step_2> 3 + 1 = 4", ""]), text, step_spans(text), 1
     )
     assert cats == ["first_wrong", "after_error", "after_error"]
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny_model_dir):
-    return AutoTokenizer.from_pretrained(tiny_model_dir)
 
 
 def test_char_spans_with_the_tiny_tokenizer(tokenizer):

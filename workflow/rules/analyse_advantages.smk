@@ -14,15 +14,15 @@ rule analyse_advantages:
             caption="../report/advantages.rst",
             category="Advantages",
         ),
-    params:
-        cfg=section("advantages"),
-        kinds=CONTEXT_KINDS,
-        version=STAGE_VERSIONS["analyse_advantages"],
     log:
         "logs/analyse_advantages/seed_{seed}.log",
     benchmark:
         "benchmarks/analyse_advantages/seed_{seed}.tsv"
     conda:
         "../../envs/pipeline.yaml"
+    params:
+        cfg=section("advantages"),
+        kinds=CONTEXT_KINDS,
+        version=STAGE_VERSIONS["analyse_advantages"],
     script:
         "../scripts/analyse_advantages.py"

@@ -7,20 +7,20 @@ rule build_teacher_contexts:
         critiques=sd_critiques,
         problems=problems_file("train"),
         model=f"resources/models/{config['solver']}",
-    wildcard_constraints:
-        condition=SD_CONDITION_PATTERN,
     output:
         "results/seed_{seed}/contexts/{condition}/round_{round}.parquet",
+    log:
+        "logs/build_teacher_contexts/seed_{seed}/{condition}/round_{round}.log",
+    benchmark:
+        "benchmarks/build_teacher_contexts/seed_{seed}/{condition}/round_{round}.tsv"
+    wildcard_constraints:
+        condition=SD_CONDITION_PATTERN,
+    conda:
+        "../../envs/pipeline.yaml"
     params:
         cfg=contexts_section,
         prompt=canonical(config["traces"]["prompt"]),
         kind=arm_kind,
         version=STAGE_VERSIONS["build_teacher_contexts"],
-    log:
-        "logs/build_teacher_contexts/seed_{seed}/{condition}/round_{round}.log",
-    benchmark:
-        "benchmarks/build_teacher_contexts/seed_{seed}/{condition}/round_{round}.tsv"
-    conda:
-        "../../envs/pipeline.yaml"
     script:
         "../scripts/build_teacher_contexts.py"

@@ -14,20 +14,20 @@ rule check_premise:
         samples="results/seed_{seed}/premise/samples.parquet",
         advantages="results/seed_{seed}/premise/advantages.parquet",
         summary="results/seed_{seed}/premise/table.json",
-    params:
-        cfg=seeded_section("premise"),
-        templates=canonical(config["contexts"]["templates"]),
-        enable_thinking=config["contexts"]["enable_thinking"],
-        prompt=canonical(config["traces"]["prompt"]),
-        version=STAGE_VERSIONS["check_premise"],
-    threads: workflow.cores  # a model stage uses every core it is given; one runs at a time
-    resources:
-        gpu=1,
     log:
         "logs/check_premise/seed_{seed}.log",
     benchmark:
         "benchmarks/check_premise/seed_{seed}.tsv"
     conda:
         "../../envs/pipeline.yaml"
+    threads: workflow.cores  # a model stage uses every core it is given; one runs at a time
+    resources:
+        gpu=1,
+    params:
+        cfg=seeded_section("premise"),
+        templates=canonical(config["contexts"]["templates"]),
+        enable_thinking=config["contexts"]["enable_thinking"],
+        prompt=canonical(config["traces"]["prompt"]),
+        version=STAGE_VERSIONS["check_premise"],
     script:
         "../scripts/check_premise.py"

@@ -219,7 +219,10 @@ def eval_targets(split="eval"):
         return []
     base = [f"results/seed_{SEEDS[0]}/{split}/base/round_0.json"]
     return base + [
-        f"results/seed_{seed}/{split}/{arm}/round_{r}.json" for seed in SEEDS for arm in arms() for r in range(1, ROUNDS + 1)
+        f"results/seed_{seed}/{split}/{arm}/round_{r}.json"
+        for seed in SEEDS
+        for arm in arms()
+        for r in range(1, ROUNDS + 1)
     ]
 
 

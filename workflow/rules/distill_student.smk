@@ -1,8 +1,6 @@
 # Round r's student + its stored teacher log-probs -> round r+1's student (one job per arm x round).
 # Params: the distill section with the arm's variant overrides (experiment.variants).
 rule distill_student:
-    wildcard_constraints:
-        condition=SD_CONDITION_PATTERN,
     input:
         teacher_logprobs=previous_teacher_logprobs,
         traces=previous_sd_traces,
@@ -10,17 +8,19 @@ rule distill_student:
     output:
         model=directory("results/seed_{seed}/students/{condition}/round_{round}"),
         train_log="results/seed_{seed}/train_logs/{condition}/round_{round}.parquet",
-    params:
-        cfg=distill_section,
-        version=STAGE_VERSIONS["distill_student"],
-    threads: workflow.cores  # a model stage uses every core it is given; one runs at a time
-    resources:
-        gpu=1,  # more (profile or --set-resources) runs the stage under torchrun
     log:
         "logs/distill_student/seed_{seed}/{condition}/round_{round}.log",
     benchmark:
         "benchmarks/distill_student/seed_{seed}/{condition}/round_{round}.tsv"
+    wildcard_constraints:
+        condition=SD_CONDITION_PATTERN,
     conda:
         "../../envs/pipeline.yaml"
+    threads: workflow.cores  # a model stage uses every core it is given; one runs at a time
+    resources:
+        gpu=1,  # more (profile or --set-resources) runs the stage under torchrun
+    params:
+        cfg=distill_section,
+        version=STAGE_VERSIONS["distill_student"],
     script:
         "../scripts/distill_student.py"

@@ -6,17 +6,17 @@ rule generate_traces:
         model=student_model,
     output:
         "results/seed_{seed}/traces/{condition}/round_{round}.parquet",
-    params:
-        cfg=seeded_section("traces"),
-        version=STAGE_VERSIONS["generate_traces"],
-    threads: workflow.cores  # a model stage uses every core it is given; one runs at a time
-    resources:
-        gpu=1,
     log:
         "logs/generate_traces/seed_{seed}/{condition}/round_{round}.log",
     benchmark:
         "benchmarks/generate_traces/seed_{seed}/{condition}/round_{round}.tsv"
     conda:
         "../../envs/pipeline.yaml"
+    threads: workflow.cores  # a model stage uses every core it is given; one runs at a time
+    resources:
+        gpu=1,
+    params:
+        cfg=seeded_section("traces"),
+        version=STAGE_VERSIONS["generate_traces"],
     script:
         "../scripts/generate_traces.py"

@@ -8,17 +8,17 @@ rule prepare_models:
 rule prepare_model:
     output:
         directory("resources/models/{model}"),
-    params:
-        spec=model_spec,
-        version=STAGE_VERSIONS["prepare_model"],
-    threads: workflow.cores  # a model stage uses every core it is given; one runs at a time
-    resources:
-        gpu=0,  # dequantizing a GGUF or fetching from a hub needs no device
     log:
         "logs/prepare_model/{model}.log",
     benchmark:
         "benchmarks/prepare_model/{model}.tsv"
     conda:
         "../../envs/pipeline.yaml"
+    threads: workflow.cores  # a model stage uses every core it is given; one runs at a time
+    resources:
+        gpu=0,  # dequantizing a GGUF or fetching from a hub needs no device
+    params:
+        spec=model_spec,
+        version=STAGE_VERSIONS["prepare_model"],
     script:
         "../scripts/prepare_model.py"

@@ -21,6 +21,12 @@ rule report:
             caption="../report/report.rst",
             category="Report",
         ),
+    log:
+        "logs/report/report.log",
+    benchmark:
+        "benchmarks/report/report.tsv"
+    conda:
+        "../../envs/pipeline.yaml"
     params:
         config=canonical(config),
         train_log_keys=train_log_keys(),
@@ -28,11 +34,5 @@ rule report:
         arms={arm: context_kind(arm) for arm in SD_CONDITIONS},
         critique_seeds=[seed for seed in SEEDS for _ in critique_targets([seed])],
         version=STAGE_VERSIONS["report"],
-    log:
-        "logs/report/report.log",
-    benchmark:
-        "benchmarks/report/report.tsv"
-    conda:
-        "../../envs/pipeline.yaml"
     script:
         "../scripts/report.py"

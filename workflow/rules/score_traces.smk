@@ -7,17 +7,17 @@ rule score_traces:
         model=teacher_model,
     output:
         "results/seed_{seed}/trace_scores/{condition}/round_{round}.parquet",
-    params:
-        cfg=canonical(config["teacher"]["engine"]),
-        version=STAGE_VERSIONS["score_traces"],
-    threads: workflow.cores  # a model stage uses every core it is given; one runs at a time
-    resources:
-        gpu=1,
     log:
         "logs/score_traces/seed_{seed}/{condition}/round_{round}.log",
     benchmark:
         "benchmarks/score_traces/seed_{seed}/{condition}/round_{round}.tsv"
     conda:
         "../../envs/pipeline.yaml"
+    threads: workflow.cores  # a model stage uses every core it is given; one runs at a time
+    resources:
+        gpu=1,
+    params:
+        cfg=canonical(config["teacher"]["engine"]),
+        version=STAGE_VERSIONS["score_traces"],
     script:
         "../scripts/score_traces.py"

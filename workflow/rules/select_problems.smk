@@ -9,19 +9,19 @@ rule select_problems_solver:
         model=f"resources/models/{config['solver']}",
     output:
         "results/problems/selection/solver_samples.parquet",
-    params:
-        cfg=selection_subsection("solver"),
-        prompt=canonical(config["traces"]["prompt"]),
-        version=STAGE_VERSIONS["select_problems"],
-    threads: workflow.cores  # a model stage uses every core it is given; one runs at a time
-    resources:
-        gpu=1,
     log:
         "logs/select_problems_solver/select_problems_solver.log",
     benchmark:
         "benchmarks/select_problems_solver/select_problems_solver.tsv"
     conda:
         "../../envs/pipeline.yaml"
+    threads: workflow.cores  # a model stage uses every core it is given; one runs at a time
+    resources:
+        gpu=1,
+    params:
+        cfg=selection_subsection("solver"),
+        prompt=canonical(config["traces"]["prompt"]),
+        version=STAGE_VERSIONS["select_problems"],
     script:
         "../scripts/select_problems_solver.py"
 
@@ -34,18 +34,18 @@ rule select_problems_critic:
         critic=critic_model_dirs(),
     output:
         "results/problems/selection/critic_answers.parquet",
-    params:
-        cfg=selection_subsection("critic"),
-        version=STAGE_VERSIONS["select_problems"],
-    threads: workflow.cores  # a model stage uses every core it is given; one runs at a time
-    resources:
-        gpu=selection_critic_gpus,
     log:
         "logs/select_problems_critic/select_problems_critic.log",
     benchmark:
         "benchmarks/select_problems_critic/select_problems_critic.tsv"
     conda:
         "../../envs/pipeline.yaml"
+    threads: workflow.cores  # a model stage uses every core it is given; one runs at a time
+    resources:
+        gpu=selection_critic_gpus,
+    params:
+        cfg=selection_subsection("critic"),
+        version=STAGE_VERSIONS["select_problems"],
     script:
         "../scripts/select_problems_critic.py"
 
@@ -63,14 +63,14 @@ rule select_problems:
         dev="results/problems/selection/dev.parquet",
         dropped="results/problems/selection/dropped.parquet",
         summary="results/problems/selection/summary.json",
-    params:
-        cfg=selection_subsection("filters"),
-        version=STAGE_VERSIONS["select_problems"],
     log:
         "logs/select_problems/select_problems.log",
     benchmark:
         "benchmarks/select_problems/select_problems.tsv"
     conda:
         "../../envs/pipeline.yaml"
+    params:
+        cfg=selection_subsection("filters"),
+        version=STAGE_VERSIONS["select_problems"],
     script:
         "../scripts/select_problems.py"

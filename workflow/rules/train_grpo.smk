@@ -8,17 +8,17 @@ rule train_grpo:
     output:
         model=directory("results/seed_{seed}/students/grpo/round_{round}"),
         train_log="results/seed_{seed}/train_logs/grpo/round_{round}.parquet",
-    params:
-        cfg=seeded_section("grpo"),
-        version=STAGE_VERSIONS["train_grpo"],
-    threads: workflow.cores  # a model stage uses every core it is given; one runs at a time
-    resources:
-        gpu=1,  # more (profile or --set-resources) runs the stage under torchrun
     log:
         "logs/train_grpo/seed_{seed}/round_{round}.log",
     benchmark:
         "benchmarks/train_grpo/seed_{seed}/round_{round}.tsv"
     conda:
         "../../envs/pipeline.yaml"
+    threads: workflow.cores  # a model stage uses every core it is given; one runs at a time
+    resources:
+        gpu=1,  # more (profile or --set-resources) runs the stage under torchrun
+    params:
+        cfg=seeded_section("grpo"),
+        version=STAGE_VERSIONS["train_grpo"],
     script:
         "../scripts/train_grpo.py"

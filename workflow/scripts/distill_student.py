@@ -2,9 +2,7 @@
 
 from pathlib import Path
 
-from pipeline.config import DistillConfig, from_params
-from pipeline.distill import distill_student
-from pipeline.launch import run_distributed
+from pipeline.launch import run_training
 from pipeline.logs import log_disk_use, setup_logging
 
 
@@ -17,11 +15,9 @@ def main(snakemake) -> None:
         "out_model": Path(snakemake.output.model),
         "out_log": Path(snakemake.output.train_log),
     }
-    devices = int(snakemake.resources.get("gpu", 0))
-    if devices > 1:
-        run_distributed("distill_student", nproc=devices, params=snakemake.params.cfg, paths=paths)
-    else:
-        distill_student(**paths, cfg=from_params(DistillConfig, snakemake.params.cfg, where="distill"))
+    run_training(
+        "distill_student", devices=int(snakemake.resources.get("gpu", 0)), params=snakemake.params.cfg, paths=paths
+    )
     log_disk_use(snakemake.output)
 
 

@@ -2,9 +2,7 @@
 
 from pathlib import Path
 
-from pipeline.config import GrpoConfig, from_params
-from pipeline.grpo import train_grpo
-from pipeline.launch import run_distributed
+from pipeline.launch import run_training
 from pipeline.logs import log_disk_use, setup_logging
 
 
@@ -19,10 +17,7 @@ def main(snakemake) -> None:
         "out_log": Path(snakemake.output.train_log),
     }
     devices = int(snakemake.resources.get("gpu", 0))
-    if devices > 1:
-        run_distributed("train_grpo", nproc=devices, params=snakemake.params.cfg, paths=paths)
-    else:
-        train_grpo(**paths, cfg=from_params(GrpoConfig, snakemake.params.cfg, where="grpo"))
+    run_training("train_grpo", devices=devices, params=snakemake.params.cfg, paths=paths)
     log_disk_use(snakemake.output)
 
 
