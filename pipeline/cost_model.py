@@ -4,7 +4,7 @@ Token counts follow from the config (problems, samples, rounds, arms) and a few 
 from throughput figures measured by others and cited in :class:`Throughput`. Decoding is taken at
 the cited output throughput; scoring (a forward pass, 2 N FLOPs per token) and LoRA training (forward
 and activation gradients, 4 N FLOPs per token; the frozen weights get no gradient) at a cited
-model-FLOPs utilisation. The CLI is workflow/benchmarks/cost_model.py; README "Scaling up" shows
+model-FLOPs utilisation. The CLI is perf/cost_model.py; README "Scaling up" shows
 its output for config/paper.yaml.
 """
 
