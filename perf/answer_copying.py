@@ -1,4 +1,4 @@
-"""Diagnostic: the answer-copying path of a finished run (README "What happened", "Guards").
+"""Diagnostic: the answer-copying path of a finished run (docs/experiments/: the default run, the guards).
 
 Prints, from the run's stored artifacts (no model is loaded; the tokenizer only):
 

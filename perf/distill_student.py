@@ -22,7 +22,7 @@ initial weights, our ``teacher: initial``) given the privileged context in its p
 reward and no rollout groups, and its loss is configured as ours: forward KL (``distillation_alpha=0``)
 on a top-20 support with a tail bucket (TRL's support is the student's top 20, ours the teacher's;
 with one generation per optimizer step TRL computes no rollout log-probs, so neither side applies
-the importance weight here). ``sdpo`` (``SDPOTrainer``, the trainer the README's goal
+the importance weight here). ``sdpo`` (``SDPOTrainer``, the trainer docs/benchmarks.md's goal
 names) is the same computation plus a reward on every rollout and rollout groups
 (``num_generations=2`` here, since it mines successful siblings as demonstrations); it is run with the
 same base teacher, loss and privileged context (``include_environment_feedback=True``).
