@@ -428,7 +428,7 @@ class DistillConfig:
     token_filter: Literal["none", "teacher_disagrees"] = "none"
     teacher_temperature: float = 1.0  # < 1 sharpens the stored teacher distribution before the loss
     # The format's tags (<step_k>, <answer>, ...) carry no loss: there a teacher that has seen the
-    # answer pulls the student toward answering without steps (README "What happened").
+    # answer pulls the student toward answering without steps (docs/experiments/loss_variants_and_guards.md).
     mask_format_tokens: bool = False
     lora: LoraSettings | None = LoraSettings()  # None: full fine-tuning (the tiny model)
     optim: OptimConfig = OptimConfig(batch_size=4, micro_batch_size=2)

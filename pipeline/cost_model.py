@@ -4,7 +4,7 @@ Token counts follow from the config (problems, samples, rounds, arms) and a few 
 from throughput figures measured by others and cited in :class:`Throughput`. Decoding is taken at
 the cited output throughput; scoring (a forward pass, 2 N FLOPs per token) and LoRA training (forward
 and activation gradients, 4 N FLOPs per token; the frozen weights get no gradient) at a cited
-model-FLOPs utilisation. The CLI is workflow/benchmarks/cost_model.py; README "Scaling up" shows
+model-FLOPs utilisation. The CLI is perf/cost_model.py; docs/scaling_up.md shows
 its output for config/paper.yaml.
 """
 
@@ -41,7 +41,7 @@ class Throughput:
     solver_gpus: int = 1
     # Same report, Llama 3.1 70B, tensor parallel 4 on 4 x H100: 3543 output tokens/s. Used for the
     # 32B critic on 4 GPUs as is: again a bound. Its thinking runs longer than 2048 tokens, which
-    # lowers the batch a GPU holds; the README says so.
+    # lowers the batch a GPU holds; docs/scaling_up.md says so.
     critic_decode: float = 3543.0
     critic_gpus: int = 4
     # H100 SXM dense bf16 peak, and the model-FLOPs utilisation Meta measured training Llama 3 405B

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-# The last line of every job's log: the disk its outputs take (workflow/benchmarks/job_resources.py reads it).
+# The last line of every job's log: the disk its outputs take (perf/job_resources.py reads it).
 DISK_USE_LINE = "outputs on disk: {total} bytes"
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ def setup_logging(log_path: str | Path | None = None, *, level: int = logging.IN
         handlers.append(logging.FileHandler(log_path, mode="a"))
     logging.basicConfig(level=level, format=FORMAT, handlers=handlers, force=True)
     # The job's first timestamp: what precedes it is process start-up (imports), for
-    # workflow/benchmarks/wall_time_split.py.
+    # perf/wall_time_split.py.
     logging.getLogger(__name__).info("job started, logging to %s", log_path or "stderr")
 
 

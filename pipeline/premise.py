@@ -12,7 +12,7 @@ on the first seed's shared round-0 *train* traces, for every configured (layout,
   trace's own tokens, by category (before the critic's first wrong step, in it, after it, the answer).
 
 It writes every re-solve (Parquet), the per-token A_t (Parquet) and the table (JSON), which the
-report shows first. The default layout is chosen from this table (README: "Choosing the layout").
+report shows first. The default layout is chosen from this table (docs/experiments/premise_layout_study.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Every benchmark script under workflow/benchmarks/ imports and documents its command line."""
+"""Every benchmark script under perf/ imports and documents its command line."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-SCRIPTS = sorted((ROOT / "workflow" / "benchmarks").glob("*.py"))
+SCRIPTS = sorted((ROOT / "perf").glob("*.py"))
 
 
 def test_benchmark_scripts_are_committed():
@@ -40,7 +40,7 @@ def test_wall_time_split_attributes_each_part_of_a_job(tmp_path):
     (tmp_path / "logs" / "distill.log").write_text(
         "2026-11-29 18:01:50,000 INFO pipeline.logs: job started\n2026-11-29 18:02:13,000 INFO pipeline.training: step 1\n"
     )
-    script = ROOT / "workflow" / "benchmarks" / "wall_time_split.py"
+    script = ROOT / "perf" / "wall_time_split.py"
     out = subprocess.run(
         [sys.executable, str(script), "--run", str(tmp_path)], capture_output=True, text=True, timeout=60
     )
@@ -55,7 +55,7 @@ def test_wall_time_split_attributes_each_part_of_a_job(tmp_path):
 def _distill_student_module():
     import importlib.util
 
-    path = ROOT / "workflow" / "benchmarks" / "distill_student.py"
+    path = ROOT / "perf" / "distill_student.py"
     spec = importlib.util.spec_from_file_location("bench_distill_student", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -64,7 +64,7 @@ def _distill_student_module():
 
 def test_distill_student_against_trl_without_trl_names_the_bench_extra(tmp_path):
     # trl hidden (sys.modules["trl"] = None), whether or not the bench extra is installed
-    script = ROOT / "workflow" / "benchmarks" / "distill_student.py"
+    script = ROOT / "perf" / "distill_student.py"
     code = (
         "import runpy, sys; sys.modules['trl'] = None; "
         f"sys.argv = [{str(script)!r}, '--results', {str(tmp_path)!r}, '--against-trl']; "

@@ -130,7 +130,7 @@ def test_seeds_must_be_a_nonempty_list(config):
 
 
 PAPER_CONFIG = DEFAULT_CONFIG.parent / "paper.yaml"
-CRITIC_LLM_CONFIG = DEFAULT_CONFIG.parent / "critic_llm.yaml"
+OVERLAYS = sorted((DEFAULT_CONFIG.parent / "overlays").glob("*.yaml"))
 
 
 def merged(*paths):
@@ -143,7 +143,7 @@ def merged(*paths):
     return config
 
 
-@pytest.mark.parametrize("overlay", [PAPER_CONFIG, CRITIC_LLM_CONFIG], ids=lambda p: p.name)
+@pytest.mark.parametrize("overlay", [PAPER_CONFIG, *OVERLAYS], ids=lambda p: p.name)
 def test_overlays_validate_over_the_default(overlay):
     config = merged(DEFAULT_CONFIG, overlay)
     assert validate_config(config) is None
@@ -196,7 +196,9 @@ def test_llm_critic_with_selection_needs_the_critic_solve_prompt():
         validate_config(paper)
 
 
-@pytest.mark.parametrize("overlay", ["paper.yaml", "champ.yaml", "critic_llm.yaml", "smoke.yaml"])
+@pytest.mark.parametrize(
+    "overlay", ["paper.yaml", "overlays/problems_champ.yaml", "overlays/critic_llm.yaml", "smoke.yaml"]
+)
 def test_shipped_critic_templates_have_their_placeholders(overlay):
     from pipeline.tasks.solver_format import fill_template
 

@@ -350,7 +350,7 @@ def test_llm_critic_on_the_real_qwen_solver(qwen_model_dir, tmp_path):
         artifact="traces",
         stage="t",
     )
-    section = yaml.safe_load((ROOT / "config/critic_llm.yaml").read_text())["critic"]
+    section = yaml.safe_load((ROOT / "config/overlays/critic_llm.yaml").read_text())["critic"]
     section["llm"] |= {"engine": {"backend": "transformers"}, "max_tokens": 96}
     stats = query_critic(
         traces=traces,

@@ -64,7 +64,7 @@ def engine_from_config(
         log.info(
             "%s: %s is a LoRA student: merged and run in-process (vllm) rather than as an adapter on the "
             "server (%s.lora: %s; on CPU, LoRA through the server sampled 8.5 tok/s against 116 merged: "
-            "workflow/benchmarks/serve.py)",
+            "perf/serve.py)",
             *(where, model_path, where, cfg.lora),
         )
         cfg = dataclasses.replace(cfg, backend="vllm", lora="merge", server_url=None)

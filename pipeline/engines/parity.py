@@ -9,7 +9,7 @@ id, the overlap of the top-k id sets and the log-probs of the ids both top-k set
 
 Prints the figures as JSON and exits 1 when one breaks the dtype's tolerance. The default tolerances
 are a first guess for GPUs (fp32: kernel-order noise; bf16: 8-bit mantissa), not yet measured on one:
-``--max-token-diff`` and friends override them. Used by workflow/benchmarks/gpu_check.sh; on CPU,
+``--max-token-diff`` and friends override them. Used by perf/gpu_check.sh; on CPU,
 ``--engines transformers,transformers`` exercises everything but vLLM.
 """
 

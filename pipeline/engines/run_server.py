@@ -294,7 +294,7 @@ def _launch(path: Path, state: dict[str, Any], attempts: int = 3) -> dict[str, A
             raise RunServerError(f"the run's vLLM server did not start: {exc}; {log_path} ends with:\n{tail}") from exc
         state["startup_s"] = round(time.perf_counter() - start, 1)
         _write_state(path, state)
-        # "started in": workflow/benchmarks/wall_time_split.py counts it as this job's engine start-up
+        # "started in": perf/wall_time_split.py counts it as this job's engine start-up
         users = ", ".join(settings.sections)
         log.info(
             "run server: %s at %s for %s (pid %d, log %s) started in %.1fs",

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 # samples of one prompt each recomputed up to 127 prompt tokens. With 32 (the smallest the CPU
 # attention kernel takes) an evaluation (36 prompts x 12 samples, 250-token prompts) prefilled
 # 15.8k tokens instead of 49.2k, and a full decode step took 0.95 s instead of 1.49 s (a trace of
-# the scheduler's steps; workflow/benchmarks/generate_traces.py --prompts 36 --samples 12 times
+# the scheduler's steps; perf/generate_traces.py --prompts 36 --samples 12 times
 # the whole, with --block-size 128 for before).
 CPU_BLOCK_SIZE = 32
 

@@ -104,7 +104,7 @@ def test_vllm_cpu_fp32_is_at_parity_with_transformers(tiny_model_dir):
     assert failures(figures, TOLERANCES["float32"]) == [], figures
 
 
-GPU_CHECK = ROOT / "workflow/benchmarks/gpu_check.sh"
+GPU_CHECK = ROOT / "perf/gpu_check.sh"
 
 
 def test_gpu_check_overlay_switches_every_sampling_stage_to_vllm(tmp_path):

@@ -1,4 +1,4 @@
-"""Diagnostic: the answer-copying path of a finished run (README "What happened", "Guards").
+"""Diagnostic: the answer-copying path of a finished run (docs/experiments/: the default run, the guards).
 
 Prints, from the run's stored artifacts (no model is loaded; the tokenizer only):
 
@@ -9,7 +9,7 @@ Prints, from the run's stored artifacts (no model is loaded; the tokenizer only)
 - per evaluated checkpoint: the share of samples that answer without a step, and the accuracy of
   those samples and of the others.
 
-    .venv/bin/python workflow/benchmarks/answer_copying.py            # in the run's folder
+    .venv/bin/python perf/answer_copying.py                           # in the run's folder
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU check, on a machine with one NVIDIA GPU after `TARGET=gpu ./setup.sh` (CI never needs it):
 #
-#   workflow/benchmarks/gpu_check.sh            # ~10 min; WORK=/scratch/x keeps the run folder
+#   perf/gpu_check.sh                           # ~10 min; WORK=/scratch/x keeps the run folder
 #
 # 1. the smoke config end to end with real vLLM: every model stage that can use vLLM (traces,
 #    select_problems' samples, teacher scoring, evaluation, premise check) runs on it, in a scratch
@@ -9,10 +9,10 @@
 # 2. vLLM against the transformers reference, top-k log-prob parity on the real default solver, in
 #    fp32 and in bf16 (python -m pipeline.engines.parity).
 # Prints each phase's time and the parity figures; exits non-zero when a phase fails. The smoke run's
-# overlay is workflow/benchmarks/gpu_check.yaml (one round). Knobs (env): PARITY_MODEL (a prepared
+# overlay is perf/gpu_check.yaml (one round). Knobs (env): PARITY_MODEL (a prepared
 # model folder; default: the default solver, prepared here), PY and SNAKEMAKE (default: .venv's).
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/.."
 ROOT=$PWD
 PY=${PY:-$ROOT/.venv/bin/python}
 SNAKEMAKE=${SNAKEMAKE:-$ROOT/.venv/bin/snakemake}
@@ -39,7 +39,7 @@ EOF
 
 # 1. The smoke DAG with every sampling/scoring engine switched to vLLM.
 "$SNAKEMAKE" -s "$ROOT/Snakefile" --directory "$WORK/smoke" --cores all --resources gpu=1 \
-    --configfile "$ROOT/config/smoke.yaml" "$ROOT/workflow/benchmarks/gpu_check.yaml"
+    --configfile "$ROOT/config/smoke.yaml" "$ROOT/perf/gpu_check.yaml"
 "$PY" - "$WORK/smoke" <<'EOF'
 import sys
 from pathlib import Path

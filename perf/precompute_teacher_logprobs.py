@@ -10,7 +10,7 @@ student side for all kinds), per kind with the student side unshared (later roun
 arm's traces), and the stored bytes per completion token.
 
     .venv/bin/snakemake --cores all results/seed_0/contexts/critique/round_0.parquet   # inputs
-    .venv/bin/python workflow/benchmarks/precompute_teacher_logprobs.py --n 16
+    .venv/bin/python perf/precompute_teacher_logprobs.py --n 16
 """
 
 from __future__ import annotations

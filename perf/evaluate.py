@@ -2,9 +2,9 @@
 the requests in the engine's first scheduler steps, the sampling time, and the completions
 identical to the first run (docs/reliability/determinism.md).
 
-    .venv/bin/python workflow/benchmarks/evaluate.py --model /tmp/tiny-qwen2 --runs 3
-    .venv/bin/python workflow/benchmarks/evaluate.py --model /tmp/tiny-qwen2 --runs 3 --engine-process
-    flock /tmp/heavy.lock .venv/bin/python workflow/benchmarks/evaluate.py --prompts 8
+    .venv/bin/python perf/evaluate.py --model /tmp/tiny-qwen2 --runs 3
+    .venv/bin/python perf/evaluate.py --model /tmp/tiny-qwen2 --runs 3 --engine-process
+    flock /tmp/heavy.lock .venv/bin/python perf/evaluate.py --prompts 8
 
 ``--engine-process`` builds ``vllm.LLM`` as ``VLLMEngine`` did before the fix (vLLM's own engine-core
 process); the default is ``VLLMEngine`` itself. Prompts: the default config's first train problems.
@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 # Logs every scheduler step's {request: tokens} to $STEP_TRACE.<pid>, in whichever process schedules.
 HOOK = """import importlib.abc, importlib.machinery, json, os, sys
 class _Hook(importlib.abc.MetaPathFinder):

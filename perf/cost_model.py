@@ -1,6 +1,6 @@
 """Cost model of a config at scale: tokens and GPU-hours per stage and round (pipeline.cost_model).
 
-    .venv/bin/python workflow/benchmarks/cost_model.py config/paper.yaml [--critic-thinking 8000]
+    .venv/bin/python perf/cost_model.py config/paper.yaml [--critic-thinking 8000]
 
 Prints the per-stage table (tokens in millions, GPU-hours), round 0, each later round, the once-off
 jobs and the whole run, and the wall-clock lower bound on a box of --gpus GPUs.

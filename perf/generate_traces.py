@@ -5,10 +5,10 @@ generated tokens/s of an engine on the solver at batch >= 64 sequences. The shar
 ``2 x (every Linear weight, the LM head included) x tokens/s / matmul FLOP/s``; attention over the
 short contexts here adds a few % and is not counted, so the share is a slight underestimate.
 
-    .venv/bin/python workflow/benchmarks/generate_traces.py                       # vLLM, bf16
-    .venv/bin/python workflow/benchmarks/generate_traces.py --engine transformers --dtype float32
-    .venv/bin/python workflow/benchmarks/generate_traces.py --prompts 36 --samples 12   # an evaluation's shape
-    .venv/bin/python workflow/benchmarks/generate_traces.py --prompts 36 --samples 12 --block-size 128 --no-tcmalloc
+    .venv/bin/python perf/generate_traces.py                       # vLLM, bf16
+    .venv/bin/python perf/generate_traces.py --engine transformers --dtype float32
+    .venv/bin/python perf/generate_traces.py --prompts 36 --samples 12   # an evaluation's shape
+    .venv/bin/python perf/generate_traces.py --prompts 36 --samples 12 --block-size 128 --no-tcmalloc
 """
 
 from __future__ import annotations

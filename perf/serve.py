@@ -16,8 +16,8 @@ enabled up to the student's rank) and prints, as JSON lines:
   traces of a finished run) through the server against the transformers engine in fp32: both times
   and the parity figures (:func:`pipeline.engines.parity.compare_scores`).
 
-    .venv/bin/python workflow/benchmarks/serve.py --dtype float32 --teacher-n 16     # the teacher, exact
-    .venv/bin/python workflow/benchmarks/serve.py --dtype bfloat16 --teacher-n 16 \\
+    .venv/bin/python perf/serve.py --dtype float32 --teacher-n 16     # the teacher, exact
+    .venv/bin/python perf/serve.py --dtype bfloat16 --teacher-n 16 \\
         --student results/seed_0/students/critique/round_1 --batches 24,96,288 --inprocess-batch 96
 
 ``--results`` names a finished run's ``seed_0`` folder (contexts and traces of round 0). A batch that
@@ -33,7 +33,7 @@ import time
 import traceback
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = Path("resources/models/qwen2.5-coder-0.5b-instruct")
 
 

@@ -4,7 +4,7 @@ Runs the stage (pipeline.critic.query_critic) with the `critic` section of the m
 traces file, rewriting every trace (also GRPO's, for more data), and prints one line of QA figures per
 file plus the total. On `arith` traces it also prints the agreement with the exact oracle.
 
-    .venv/bin/python workflow/benchmarks/query_critic.py --config config/config.yaml config/critic_llm.yaml \\
+    .venv/bin/python perf/query_critic.py --config config/config.yaml config/critic_llm.yaml \\
         --traces results/seed_0/traces/shared/round_0.parquet results/seed_0/traces/grpo/round_0.parquet
 """
 

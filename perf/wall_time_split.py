@@ -15,8 +15,8 @@ lines). Each job's wall time is split into
 A run resumed after a kill is several Snakemake logs: their walls add up, and a job the kill stopped
 is listed as lost time.
 
-    .venv/bin/python workflow/benchmarks/wall_time_split.py            # in the run's folder
-    .venv/bin/python workflow/benchmarks/wall_time_split.py --run RUN --logs RUN/.snakemake/log/A.snakemake.log
+    .venv/bin/python perf/wall_time_split.py                           # in the run's folder
+    .venv/bin/python perf/wall_time_split.py --run RUN --logs RUN/.snakemake/log/A.snakemake.log
 
 A job whose log a later run rewrote counts whole as model compute (the script says how many).
 """

@@ -8,13 +8,13 @@ times a bare forward + backward of the very same padded batch (a sum of the kept
 and prints ``bare / step`` (goal >= 0.8: the step adds little to the model's own compute). With
 ``--autocast`` it also runs the step under bf16 autocast and prints the loss difference to fp32.
 
-    .venv/bin/python workflow/benchmarks/distill_student.py --steps 2 [--autocast]
+    .venv/bin/python perf/distill_student.py --steps 2 [--autocast]
 
 ``--against-trl [sdft|sdpo]`` (needs ``pip install -e '.[bench]'``, i.e. trl 1.16.0) also runs, in the
 same process and at equal settings, TRL's experimental self-distillation trainer for the same number
 of optimizer steps, and prints completion tokens/s of both sides and the ratio ours / TRL (goal >= 5x):
 
-    .venv/bin/python workflow/benchmarks/distill_student.py --steps 2 --against-trl
+    .venv/bin/python perf/distill_student.py --steps 2 --against-trl
 
 Which TRL trainer: ``sdft`` (``SDFTTrainer``, the default) is the fair analogue of this stage. Its
 teacher is the same model with the adapter disabled (``teacher_model_kind="base"``: the frozen
@@ -22,7 +22,7 @@ initial weights, our ``teacher: initial``) given the privileged context in its p
 reward and no rollout groups, and its loss is configured as ours: forward KL (``distillation_alpha=0``)
 on a top-20 support with a tail bucket (TRL's support is the student's top 20, ours the teacher's;
 with one generation per optimizer step TRL computes no rollout log-probs, so neither side applies
-the importance weight here). ``sdpo`` (``SDPOTrainer``, the trainer the README's goal
+the importance weight here). ``sdpo`` (``SDPOTrainer``, the trainer docs/benchmarks.md's goal
 names) is the same computation plus a reward on every rollout and rollout groups
 (``num_generations=2`` here, since it mines successful siblings as demonstrations); it is run with the
 same base teacher, loss and privileged context (``include_environment_feedback=True``).

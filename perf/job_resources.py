@@ -5,7 +5,7 @@ the job's processes), the disk use from the last line its job wrote to ``logs/<r
 (``pipeline.logs.log_disk_use``). A job without that line (still running, failed, or from before the
 line existed) shows ``-``.
 
-    .venv/bin/python workflow/benchmarks/job_resources.py [RUN_FOLDER]
+    .venv/bin/python perf/job_resources.py [RUN_FOLDER]
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import re
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.logs import DISK_USE_LINE  # noqa: E402
 
