@@ -148,8 +148,9 @@ def test_overlays_validate_over_the_default(overlay):
     config = merged(DEFAULT_CONFIG, overlay)
     assert validate_config(config) is None
     assert assert_stages_build(config) >= STAGE_SECTIONS
-    overlay_values = yaml.safe_load(overlay.read_text())
-    assert config["critic"]["llm"] == overlay_values["critic"]["llm"]  # the overlay's critic is the one that runs
+    overlay_llm = yaml.safe_load(overlay.read_text()).get("critic", {}).get("llm")
+    if overlay_llm is not None:
+        assert config["critic"]["llm"] == overlay_llm  # the overlay's critic is the one that runs
 
 
 def test_paper_config_holds_the_papers_values_and_builds_every_stage_config():
