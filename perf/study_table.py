@@ -32,6 +32,7 @@ def study_table(samples: pl.DataFrame, baseline: str, *, resamples: int = 2000, 
         )
         same = row["condition"] == baseline and row["round"] == base_round
         diff = None if same or not paired.height else paired.row(0, named=True)
+        versus = "" if diff is None else f"{diff['difference']:+.3f} [{diff['ci_low']:+.3f}, {diff['ci_high']:+.3f}]"
         rows.append(
             {
                 "checkpoint": f"{row['condition']} r{row['round']}",
@@ -39,7 +40,7 @@ def study_table(samples: pl.DataFrame, baseline: str, *, resamples: int = 2000, 
                 "format": f"{row['format_rate']:.2f}",
                 "answer_only": f"{row['answer_only']:.3f}",
                 "length": f"{row['length']:.0f}",
-                f"minus {baseline}": "" if diff is None else f"{diff['difference']:+.3f} [{diff['ci_low']:+.3f}, {diff['ci_high']:+.3f}]",
+                f"minus {baseline}": versus,
             }
         )
     return pl.DataFrame(rows)

@@ -208,8 +208,9 @@ def test_seeds_option_repeats_the_experiment_and_reports_once(tmp_path):
         assert ("generate_traces", f"seed={seed}, condition=shared, round=0") in jobs
         assert ("evaluate", f"seed={seed}, split=eval, condition=critique, round=2") in jobs
     # the base solver is the same model in every seed: evaluated once
-    assert [wc for rule, wc in jobs if rule == "evaluate" and "condition=base" in wc] == [
-        "seed=0, split=eval, condition=base, round=0"
+    assert sorted(wc for rule, wc in jobs if rule == "evaluate" and "condition=base" in wc) == [
+        "seed=0, split=dev, condition=base, round=0",  # the smoke config evaluates dev too
+        "seed=0, split=eval, condition=base, round=0",
     ]
     # the premise check on the first seed; the advantage analysis per seed (claim C5 per seed)
     assert {wc for rule, wc in jobs if rule == "check_premise"} == {"seed=0"}
@@ -251,6 +252,7 @@ def test_paper_config_dry_run_lists_the_whole_dag(tmp_path):
     for arm in ("grpo", "reference", "critique"):
         for r in range(1, 8):  # 7 epochs x 3 arms
             assert ("evaluate", f"seed=0, split=eval, condition={arm}, round={r}") in jobs
+            assert ("evaluate", f"seed=0, split=dev, condition={arm}, round={r}") in jobs  # the round is chosen on dev
     assert rules.count("distill_student") == 14 and rules.count("train_grpo") == 7
     assert rules.count("generate_traces") == 1 + 7 + 6 + 6  # GRPO's 7 rounds, shared round 0, 6 more per arm
 
@@ -263,7 +265,7 @@ def test_paper_config_dry_run_with_the_slurm_profile(tmp_path):
     out = snakemake(
         tmp_path, "--configfile", str(PAPER), "--workflow-profile", str(ROOT / "workflow/profiles/slurm"), "-n"
     ).stdout
-    assert "total                            138" in out
+    assert "total                            160" in out  # 138 + 22 dev evaluations (base, 3 arms x 7 rounds)
     blocks = re.split(r"\n(?=(?:local)?rule \w+:)", out)
     model_rules = ("generate_traces", "evaluate", "distill_student", "train_grpo", "score_traces",
                    "precompute_teacher_logprobs", "check_premise", "select_problems_solver")  # fmt: skip
@@ -286,7 +288,7 @@ def test_rule_all_names_the_report_and_every_checkpoint(tmp_path):
     targets = re.search(r"\n(?:local)?rule all:\n    input: (.*)\n", plan).group(1).split(", ")
     arms = ["reference", "critique", "grpo", *(variant["name"] for variant in config["experiment"]["variants"])]
     students = [f"results/seed_{seed}/students/{arm}/round_{r}" for seed in (0, 1) for arm in arms for r in (1, 2)]
-    assert len(arms) == 6 and sorted(targets) == sorted(["results/report.html", *students])
+    assert len(arms) == 7 and sorted(targets) == sorted(["results/report.html", *students])
 
 
 def test_default_profile_applies_by_itself(tmp_path):
