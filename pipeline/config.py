@@ -422,7 +422,7 @@ class DistillConfig:
     # step, or the first wrong step only.
     token_mask: Literal["all", "through_first_error", "first_error"] = "all"
     skip_correct: bool = False  # traces with the right answer get no loss (the anchors' self-success rule)
-    skip_first_tokens: int = 0  # the first N completion tokens carry no loss (SDFT/TRL: 3)
+    skip_first_tokens: int = 3  # the first N completion tokens carry no loss (SDFT/TRL: 3; the paper: 0)
     # A guard against flattening: only tokens where the teacher's top token differs from the sampled
     # one and the teacher is surer of it than the student is of its own token.
     token_filter: Literal["none", "teacher_disagrees"] = "none"

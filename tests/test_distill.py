@@ -15,6 +15,13 @@ from pipeline.training import load_student, save_student
 
 CATEGORIES = ["pre_error", "pre_error", "first_wrong", "first_wrong", "after_error", "answer"]
 
+PAPER_LOSS = {"skip_first_tokens": 0}
+
+
+def paper_loss(**overrides) -> DistillConfig:
+    """The paper's loss (the default's answer-copying guard off), with ``overrides``."""
+    return DistillConfig(**(PAPER_LOSS | overrides))
+
 
 def stored_teacher(model_dir, n=4, top_k=16, cfg=None):
     """Teacher log-probs of the tiny model with a 'context' (extra prompt tokens), as the stage stores them.
@@ -45,14 +52,14 @@ def stored_teacher(model_dir, n=4, top_k=16, cfg=None):
     traces = rows.select("trace_id", "prompt_token_ids").with_columns(
         completion_logprobs=pl.Series(generation, dtype=pl.List(pl.Float32))
     )
-    return training_rows(teacher, traces, cfg or DistillConfig())
+    return training_rows(teacher, traces, cfg or paper_loss())
 
 
 @pytest.mark.parametrize("lora", [None, LoraSettings(r=8, alpha=16)], ids=["full", "lora"])
 def test_twenty_steps_lower_the_kl_to_the_stored_teacher(tiny_model_dir, lora):
     rows = stored_teacher(tiny_model_dir)
     model, _, _ = load_student(tiny_model_dir, lora)
-    cfg = DistillConfig(
+    cfg = paper_loss(
         lora=lora, optim=OptimConfig(lr=3e-3 if lora is None else 1e-2, batch_size=4, micro_batch_size=2, epochs=20)
     )
     log = train_distill(model, rows, cfg)
@@ -67,7 +74,7 @@ def test_twenty_steps_lower_the_kl_to_the_stored_teacher(tiny_model_dir, lora):
 def test_every_loss_variant_trains(tiny_model_dir, loss, support):
     rows = stored_teacher(tiny_model_dir, n=2)
     model, _, _ = load_student(tiny_model_dir, None)
-    cfg = DistillConfig(
+    cfg = paper_loss(
         loss=loss, support=support, lora=None, optim=OptimConfig(lr=1e-3, batch_size=2, micro_batch_size=1, epochs=8)
     )
     log = train_distill(model, rows, cfg)
@@ -80,7 +87,7 @@ def test_lora_checkpoint_round_trips_through_the_engines(tiny_model_dir, tmp_pat
     train_distill(
         model,
         rows,
-        DistillConfig(
+        paper_loss(
             lora=LoraSettings(r=8, alpha=16), optim=OptimConfig(lr=1e-2, batch_size=2, micro_batch_size=2, epochs=3)
         ),
     )
@@ -126,11 +133,11 @@ def test_skip_correct_and_the_disagreement_guard():
         "topk_ids": [[7, 1], [3, 8], [4, 9], [5, 10]],  # teacher's top token: same, other, other, other
         "topk_logprobs": [[-0.05, -3.0], [-0.7, -1.0], [-0.9, -1.0], [-0.2, -4.0]],
     }
-    assert loss_mask(row, DistillConfig()) == [True] * 4
-    assert loss_mask(row, DistillConfig(skip_correct=True)) == [False] * 4
-    assert loss_mask(row | {"is_correct": False}, DistillConfig(skip_correct=True)) == [True] * 4
+    assert loss_mask(row, paper_loss()) == [True] * 4
+    assert loss_mask(row, paper_loss(skip_correct=True)) == [False] * 4
+    assert loss_mask(row | {"is_correct": False}, paper_loss(skip_correct=True)) == [True] * 4
     # surer of another token: token 2 (-0.7 > -2.0) and token 4 (-0.2 > -3.0); not 3 (-0.9 < -0.5); not 1 (same)
-    guard = DistillConfig(token_filter="teacher_disagrees")
+    guard = paper_loss(token_filter="teacher_disagrees")
     assert loss_mask(row, guard) == [False, True, False, True]
     assert teacher_disagrees(
         np.array(row["topk_ids"]),
@@ -138,17 +145,16 @@ def test_skip_correct_and_the_disagreement_guard():
         row["completion_token_ids"],
         row["completion_logprobs"],
     ) == [False, True, False, True]
-    assert loss_mask(row, DistillConfig(token_filter="teacher_disagrees", token_mask="first_error")) == [False] * 4
+    assert loss_mask(row, paper_loss(token_filter="teacher_disagrees", token_mask="first_error")) == [False] * 4
 
 
 def test_skip_first_tokens_leaves_the_opening_out_after_the_other_masks():
     row = {"token_categories": CATEGORIES, "is_correct": False}
-    assert loss_mask(row, DistillConfig(skip_first_tokens=3)) == [False, False, False, True, True, True]
+    assert loss_mask(row, paper_loss(skip_first_tokens=3)) == [False, False, False, True, True, True]
     assert (
-        loss_mask(row, DistillConfig(skip_first_tokens=3, token_mask="first_error"))
-        == [False] * 3 + [True] + [False] * 2
+        loss_mask(row, paper_loss(skip_first_tokens=3, token_mask="first_error")) == [False] * 3 + [True] + [False] * 2
     )
-    assert loss_mask(row, DistillConfig(skip_first_tokens=10)) == [False] * 6
+    assert loss_mask(row, paper_loss(skip_first_tokens=10)) == [False] * 6
 
 
 def test_importance_weights_apply_after_the_first_step_only_as_configured():
@@ -166,7 +172,7 @@ def test_importance_weights_apply_after_the_first_step_only_as_configured():
     mask = torch.ones(3, dtype=torch.bool)
 
     def loss(weight, importance=True):
-        cfg = DistillConfig(importance_weight=weight, is_clip=2.0)
+        cfg = paper_loss(importance_weight=weight, is_clip=2.0)
         return distill_loss(*args, behaviour, ids, mask, cfg, importance=importance)[0].detach()
 
     plain = loss("none")
@@ -191,8 +197,8 @@ def test_kl_entry_clip_caps_each_entry_of_the_loss():
         torch.tensor([1]),
     )
     mask = torch.ones(1, dtype=torch.bool)
-    unclipped, _ = distill_loss(*args, mask, DistillConfig(), importance=False)
-    clipped, _ = distill_loss(*args, mask, DistillConfig(kl_entry_clip=0.05), importance=False)
+    unclipped, _ = distill_loss(*args, mask, paper_loss(), importance=False)
+    clipped, _ = distill_loss(*args, mask, paper_loss(kl_entry_clip=0.05), importance=False)
     terms = [0.5 * math.log(0.5 / 0.01), 0.3 * math.log(0.3 / 0.79), 0.2 * math.log(0.2 / 0.2)]
     assert unclipped.item() == pytest.approx(sum(terms), abs=1e-5)
     assert clipped.item() == pytest.approx(0.05 + terms[1] + terms[2], abs=1e-5)  # negative: the clip's known caveat
@@ -211,20 +217,18 @@ def test_distill_loss_is_zero_outside_the_mask_and_sharpening_lowers_teacher_ent
         torch.tensor([0, 1, 2, 3]),
     )
     mask = torch.tensor([False, True, True, False])
-    per_token, stats = distill_loss(*args, mask, DistillConfig(), importance=False)
+    per_token, stats = distill_loss(*args, mask, paper_loss(), importance=False)
     assert (per_token[~mask] == 0).all() and (per_token[mask] > 0).all()
     per_token.sum().backward()
     assert logits.grad[0].abs().sum() == 0 and logits.grad[1].abs().sum() > 0  # no gradient where no loss
-    _, sharp = distill_loss(*args, mask, DistillConfig(teacher_temperature=0.5), importance=False)
+    _, sharp = distill_loss(*args, mask, paper_loss(teacher_temperature=0.5), importance=False)
     assert (sharp["teacher_entropy"] < stats["teacher_entropy"]).all()
     assert torch.allclose(stats["student_entropy"], -(logits.softmax(-1) * logits.log_softmax(-1)).sum(-1))
 
 
 @pytest.mark.parametrize("mode", ["through_first_error", "first_error"])
 def test_masked_training_counts_only_masked_tokens_and_logs_entropy(tiny_model_dir, mode):
-    cfg = DistillConfig(
-        token_mask=mode, lora=None, optim=OptimConfig(lr=1e-3, batch_size=2, micro_batch_size=1, epochs=2)
-    )
+    cfg = paper_loss(token_mask=mode, lora=None, optim=OptimConfig(lr=1e-3, batch_size=2, micro_batch_size=1, epochs=2))
     rows = stored_teacher(tiny_model_dir, n=4, cfg=cfg)
     model, _, _ = load_student(tiny_model_dir, None)
     log = train_distill(model, rows, cfg)
@@ -236,21 +240,21 @@ def test_masked_training_counts_only_masked_tokens_and_logs_entropy(tiny_model_d
 
 
 def test_rows_without_a_loss_token_are_dropped(tiny_model_dir):
-    rows = stored_teacher(tiny_model_dir, n=4, cfg=DistillConfig(skip_correct=True))
+    rows = stored_teacher(tiny_model_dir, n=4, cfg=paper_loss(skip_correct=True))
     assert rows["is_correct"].to_list() == [False, False]
 
 
 def test_mask_format_tokens_leaves_the_tags_out_of_the_loss():
     row = {"token_categories": ["pre_error", "pre_error", "first_wrong", "answer"], "is_correct": False,
            "format_tokens": [True, False, False, True]}  # fmt: skip
-    assert loss_mask(row, DistillConfig(mask_format_tokens=True)) == [False, True, True, False]
-    assert loss_mask(row, DistillConfig(mask_format_tokens=True, token_mask="first_error")) == [
+    assert loss_mask(row, paper_loss(mask_format_tokens=True)) == [False, True, True, False]
+    assert loss_mask(row, paper_loss(mask_format_tokens=True, token_mask="first_error")) == [
         False,
         False,
         True,
         False,
     ]
-    assert loss_mask(row, DistillConfig()) == [True] * 4
+    assert loss_mask(row, paper_loss()) == [True] * 4
 
 
 def test_training_rows_find_the_format_tokens_with_the_tokenizer(tiny_model_dir):
@@ -275,7 +279,7 @@ def test_training_rows_find_the_format_tokens_with_the_tokenizer(tiny_model_dir)
             "completion_text": [text],
         }  # fmt: skip
     )
-    rows = training_rows(teacher, traces, DistillConfig(mask_format_tokens=True), tokenizer)
+    rows = training_rows(teacher, traces, paper_loss(mask_format_tokens=True), tokenizer)
     kept = "".join(tokenizer.decode([i]) for i, m in zip(ids, rows["loss_mask"][0]) if m)
     assert "step" not in kept and "answer" not in kept and "<" not in kept
     assert "2 + 3 = 5" in kept.replace("  ", " ")
@@ -307,7 +311,7 @@ def test_a_round_with_no_usable_trace_saves_the_student_unchanged_and_logs_no_st
         }
         out_model, out_log = tmp_path / name / "round_1", tmp_path / name / "log.parquet"
         stats = distill_student(
-            **paths, student=tiny_model_dir, out_model=out_model, out_log=out_log, cfg=DistillConfig(lora=None)
+            **paths, student=tiny_model_dir, out_model=out_model, out_log=out_log, cfg=paper_loss(lora=None)
         )
         assert stats["steps"] == 0 and stats["traces"] == 0 and stats["traces_without_loss"] == teacher.height
         assert read_artifact(out_log, schema=TRAIN_LOG_SCHEMA, artifact="train_log").height == 0

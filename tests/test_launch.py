@@ -9,7 +9,13 @@ from pipeline.distill import train_distill
 from pipeline.training import load_student
 from tests.test_distill import stored_teacher
 
-CFG = DistillConfig(lora=None, optim=OptimConfig(lr=1e-3, batch_size=4, micro_batch_size=1, epochs=2))
+CFG = DistillConfig(
+    token_filter="none",
+    teacher_temperature=1.0,
+    mask_format_tokens=False,
+    lora=None,
+    optim=OptimConfig(lr=1e-3, batch_size=4, micro_batch_size=1, epochs=2),
+)
 
 
 def _worker(rank: int, world: int, model_dir: str, rows_path: str, init_file: str, out: str) -> None:
