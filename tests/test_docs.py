@@ -3,7 +3,7 @@
 - every relative link in README.md and docs/**/*.md names a file that exists, and an anchor that is
   one of that file's headings (GitHub's anchors);
 - docs/artifacts.md's column tables are what ``python -m pipeline.docs_schemas`` renders from the
-  schemas declared in pipeline/artifacts.py;
+  schemas declared in pipeline/artifacts/schemas.py;
 - every overlay in config/overlays/ gives its run command in the one form, and that command dry-runs;
 - every command of the README's "Everyday commands" and "When a run dies" sections dry-runs (``-n``)
   on a copy of the session's smoke run, in a folder laid out like the repo whose ``config/config.yaml``

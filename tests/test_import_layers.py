@@ -18,7 +18,8 @@ import pytest
 
 from tests.conftest import ROOT
 
-# Top floor first. A module belongs to the floor of the longest name that is it or a package above it.
+# Top floor first. A module belongs to the floor of the longest name that is it or a package above it,
+# so the sub-modules of a package (pipeline.report.tables, pipeline.config.data, ...) are on the package's floor.
 FLOORS: list[tuple[str, tuple[str, ...]]] = [
     ("workflow", ("workflow", "pipeline.docs_schemas")),  # the rules' scripts and the docs tool
     (
@@ -221,3 +222,21 @@ def test_the_picture_in_the_docs_names_every_floor_entry():
     short = [entry.removeprefix("pipeline.").replace(".", "/") for _, entries in FLOORS for entry in entries]
     missing = [name for name in short if not re.search(rf"(?<![\w/]){re.escape(name)}(?![\w/])", picture)]
     assert not missing, f"docs/architecture.md does not show {missing}"
+
+
+MAX_LINES = 410  # "no module over ~400 lines" (issue 22): split a module by concept before it grows past this
+
+
+def test_every_module_is_small_and_says_in_its_first_line_what_it_holds():
+    long, silent = [], []
+    for name, path in sources().items():
+        if not name.startswith("pipeline"):
+            continue
+        source = path.read_text()
+        if len(source.splitlines()) > MAX_LINES:
+            long.append(f"{name} ({len(source.splitlines())} lines)")
+        docstring = ast.get_docstring(ast.parse(source))
+        if not docstring or not docstring.splitlines()[0].strip():
+            silent.append(name)
+    assert not long, f"over {MAX_LINES} lines, split by concept: {long}"
+    assert not silent, f"no docstring whose first line says what the module holds: {silent}"

@@ -30,6 +30,21 @@ def test_lint_is_clean():
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def test_the_path_layout_is_written_once_in_common_smk():
+    """Rules name artifact paths by the templates of workflow/rules/common.smk (TRACES, STUDENT, ...):
+    a `results/seed_` path spelled in any other rule file (or the Snakefile) is a second copy of the layout."""
+    files = [ROOT / "Snakefile", *sorted((ROOT / "workflow" / "rules").glob("*.smk"))]
+    spelled = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in files
+        if path.name != "common.smk"
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if "results/seed_" in line
+    ]
+    assert not spelled, "use the path templates of workflow/rules/common.smk:\n" + "\n".join(spelled)
+    assert "TRACES = " in (ROOT / "workflow" / "rules" / "common.smk").read_text()
+
+
 def test_bad_config_fails_before_any_job_naming_the_key(tmp_path):
     config = yaml.safe_load(SMOKE_CONFIG.read_text())
     config["problems"]["n_evl"] = 3

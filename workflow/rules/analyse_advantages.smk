@@ -1,16 +1,16 @@
 # One job per run seed, on the shared round-0 traces scored under every context kind.
 rule analyse_advantages:
     input:
-        teacher_logprobs=expand("results/seed_{{seed}}/teacher_logprobs/{kind}/round_0.parquet", kind=CONTEXT_KINDS),
-        traces="results/seed_{seed}/traces/shared/round_0.parquet",
-        critiques="results/seed_{seed}/critiques/shared/round_0.parquet",
-        model=f"resources/models/{config['solver']}",
+        teacher_logprobs=[fill(TEACHER_LOGPROBS, condition=kind, round=0) for kind in CONTEXT_KINDS],
+        traces=fill(TRACES, condition="shared", round=0),
+        critiques=fill(CRITIQUES, condition="shared", round=0),
+        model=SOLVER,
     output:
-        tokens="results/seed_{seed}/advantages/tokens.parquet",
-        aggregates="results/seed_{seed}/advantages/aggregates.parquet",
-        figure_html="results/seed_{seed}/advantages/figure.html",
+        tokens=ADVANTAGE_TOKENS,
+        aggregates=ADVANTAGE_AGGREGATES,
+        figure_html=ADVANTAGE_FIGURE_HTML,
         figure_png=report(
-            "results/seed_{seed}/advantages/figure.png",
+            ADVANTAGE_FIGURE_PNG,
             caption="../report/advantages.rst",
             category="Advantages",
         ),

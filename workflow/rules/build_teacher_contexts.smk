@@ -6,9 +6,9 @@ rule build_teacher_contexts:
         traces=sd_traces,
         critiques=sd_critiques,
         problems=problems_file("train"),
-        model=f"resources/models/{config['solver']}",
+        model=SOLVER,
     output:
-        "results/seed_{seed}/contexts/{condition}/round_{round}.parquet",
+        CONTEXTS,
     log:
         "logs/build_teacher_contexts/seed_{seed}/{condition}/round_{round}.log",
     benchmark:

@@ -6,14 +6,14 @@
 # every layout, whichever one the arms use).
 rule check_premise:
     input:
-        traces="results/seed_{seed}/traces/shared/round_0.parquet",
-        critiques="results/seed_{seed}/critiques/shared/round_0.parquet",
+        traces=fill(TRACES, condition="shared", round=0),
+        critiques=fill(CRITIQUES, condition="shared", round=0),
         problems=problems_file("train"),
-        model=f"resources/models/{config['solver']}",
+        model=SOLVER,
     output:
-        samples="results/seed_{seed}/premise/samples.parquet",
-        advantages="results/seed_{seed}/premise/advantages.parquet",
-        summary="results/seed_{seed}/premise/table.json",
+        samples=PREMISE_SAMPLES,
+        advantages=PREMISE_ADVANTAGES,
+        summary=PREMISE_TABLE,
     log:
         "logs/check_premise/seed_{seed}.log",
     benchmark:

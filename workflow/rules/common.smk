@@ -1,6 +1,8 @@
 # Config validation, wildcard constraints and input functions. No logic beyond path lookup.
 # Each rule's params carry its stage's config section plus its STAGE_VERSIONS entry: package
 # code is not tracked by Snakemake, so a stage whose output changes bumps that number.
+import re
+
 from pipeline.config import canonical, merged, validate_config, with_run_seed
 from pipeline.engines.run_server import register_run, serve_settings, stop_run_server
 from pipeline.versions import STAGE_VERSIONS
@@ -48,6 +50,44 @@ TRACE_ROUNDS = list(range(ROUNDS))
 SELECTION = config.get("select_problems", {"enabled": False})
 SELECT = SELECTION["enabled"]
 
+# The path layout, written once: one template per artifact kind. Rules name these in input: and
+# output:, input functions fill them in (fill); moving an artifact is a one-line change here. Logs
+# and benchmarks follow the rule's name and stay in the rules.
+MODEL = "resources/models/{model}"
+PROBLEMS = "results/problems/{split}.parquet"  # prepare_problems: train, eval, dev
+REJECTS = "results/problems/rejects.parquet"
+SELECTED_PROBLEMS = "results/problems/selection/{split}.parquet"  # select_problems: train, eval, dev
+SELECTION_SAMPLES = "results/problems/selection/solver_samples.parquet"
+CRITIC_ANSWERS = "results/problems/selection/critic_answers.parquet"
+DROPPED = "results/problems/selection/dropped.parquet"
+SELECTION_SUMMARY = "results/problems/selection/summary.json"
+TRACES = "results/seed_{seed}/traces/{condition}/round_{round}.parquet"
+CRITIQUES = "results/seed_{seed}/critiques/{condition}/round_{round}.parquet"
+CONTEXTS = "results/seed_{seed}/contexts/{condition}/round_{round}.parquet"
+TRACE_SCORES = "results/seed_{seed}/trace_scores/{condition}/round_{round}.parquet"
+TEACHER_LOGPROBS = "results/seed_{seed}/teacher_logprobs/{condition}/round_{round}.parquet"
+STUDENT = "results/seed_{seed}/students/{condition}/round_{round}"
+TRAIN_LOG = "results/seed_{seed}/train_logs/{condition}/round_{round}.parquet"
+EVAL_SAMPLES = "results/seed_{seed}/{split}/{condition}/round_{round}.parquet"
+EVAL_SUMMARY = "results/seed_{seed}/{split}/{condition}/round_{round}.json"
+PREMISE_SAMPLES = "results/seed_{seed}/premise/samples.parquet"
+PREMISE_ADVANTAGES = "results/seed_{seed}/premise/advantages.parquet"
+PREMISE_TABLE = "results/seed_{seed}/premise/table.json"
+ADVANTAGE_TOKENS = "results/seed_{seed}/advantages/tokens.parquet"
+ADVANTAGE_AGGREGATES = "results/seed_{seed}/advantages/aggregates.parquet"
+ADVANTAGE_FIGURE_HTML = "results/seed_{seed}/advantages/figure.html"
+ADVANTAGE_FIGURE_PNG = "results/seed_{seed}/advantages/figure.png"
+REPORT = "results/report.html"
+
+
+def fill(template, **values):
+    """``template`` with the given wildcards filled in; the others stay wildcards (``{name}``) for Snakemake."""
+    return re.sub(r"\{(\w+)\}", lambda m: str(values[m[1]]) if m[1] in values else m[0], template)
+
+
+# The base solver's folder, which most stages read.
+SOLVER = fill(MODEL, model=config["solver"])
+
 
 wildcard_constraints:
     split=r"eval|dev",
@@ -80,21 +120,21 @@ def critic_rewrites(wildcards):
 def critic_model_dirs():
     """The critic model's folder when the critic is an LLM; none for the oracle."""
     critic = config["critic"]
-    return [f"resources/models/{critic['model']}"] if critic["backend"] == "llm" else []
+    return [fill(MODEL, model=critic["model"])] if critic["backend"] == "llm" else []
 
 
 def used_model_dirs():
     """Folders of the models some stage uses (only these are prepared)."""
-    return [f"resources/models/{config['solver']}", *critic_model_dirs()]
+    return [SOLVER, *critic_model_dirs()]
 
 
 def student_model(wildcards):
     """The model that samples a round's traces: the base solver at round 0."""
     if int(wildcards.round) == 0:
-        return f"resources/models/{config['solver']}"
+        return SOLVER
     if wildcards.condition == "shared":
         raise ValueError("condition 'shared' exists only for round 0")
-    return f"results/seed_{wildcards.seed}/students/{wildcards.condition}/round_{wildcards.round}"
+    return fill(STUDENT, seed=wildcards.seed, condition=wildcards.condition, round=wildcards.round)
 
 
 def trace_conditions(round_index):
@@ -140,32 +180,32 @@ def previous_teacher_logprobs(wildcards):
     """The stored teacher log-probs round {round}'s student is distilled on (round - 1's)."""
     prev = int(wildcards.round) - 1
     source = teacher_source(wildcards.condition, prev)
-    return f"results/seed_{wildcards.seed}/teacher_logprobs/{source}/round_{prev}.parquet"
+    return fill(TEACHER_LOGPROBS, seed=wildcards.seed, condition=source, round=prev)
 
 
 def sd_traces(wildcards):
-    return f"results/seed_{wildcards.seed}/traces/{trace_source(wildcards)}/round_{wildcards.round}.parquet"
+    return fill(TRACES, seed=wildcards.seed, condition=trace_source(wildcards), round=wildcards.round)
 
 
 def sd_critiques(wildcards):
-    return f"results/seed_{wildcards.seed}/critiques/{trace_source(wildcards)}/round_{wildcards.round}.parquet"
+    return fill(CRITIQUES, seed=wildcards.seed, condition=trace_source(wildcards), round=wildcards.round)
 
 
 def sd_trace_scores(wildcards):
-    return f"results/seed_{wildcards.seed}/trace_scores/{trace_source(wildcards)}/round_{wildcards.round}.parquet"
+    return fill(TRACE_SCORES, seed=wildcards.seed, condition=trace_source(wildcards), round=wildcards.round)
 
 
 def teacher_model(wildcards):
     """The frozen initial solver, or this round's student (teacher.teacher: round_start)."""
     if config["teacher"]["teacher"] == "initial":
-        return f"resources/models/{config['solver']}"
+        return SOLVER
     return student_model(wildcards)
 
 
 def critique_targets(seeds=None):
     """Every critique file the configured conditions and buildable rounds need (of ``seeds``, default all)."""
     return [
-        f"results/seed_{seed}/critiques/{condition}/round_{r}.parquet"
+        fill(CRITIQUES, seed=seed, condition=condition, round=r)
         for seed in seeds or SEEDS
         for r in TRACE_ROUNDS
         for condition in trace_conditions(r)
@@ -184,16 +224,16 @@ def previous_round(pattern):
 def previous_sd_traces(wildcards):
     prev = int(wildcards.round) - 1
     source = "shared" if prev == 0 else wildcards.condition
-    return f"results/seed_{wildcards.seed}/traces/{source}/round_{prev}.parquet"
+    return fill(TRACES, seed=wildcards.seed, condition=source, round=prev)
 
 
 def previous_student(wildcards):
     """The student a training job starts from: the base solver for round 1."""
     prev = int(wildcards.round) - 1
     if prev == 0:
-        return f"resources/models/{config['solver']}"
+        return SOLVER
     condition = wildcards.get("condition", "grpo")  # train_grpo's paths name the arm literally
-    return f"results/seed_{wildcards.seed}/students/{condition}/round_{prev}"
+    return fill(STUDENT, seed=wildcards.seed, condition=condition, round=prev)
 
 
 def eval_model(wildcards):
@@ -201,10 +241,10 @@ def eval_model(wildcards):
     if wildcards.condition == "base":
         if int(wildcards.round) != 0:
             raise ValueError("condition 'base' exists only for round 0")
-        return f"resources/models/{config['solver']}"
+        return SOLVER
     if int(wildcards.round) == 0:
         raise ValueError(f"round 0 of {wildcards.condition} is the base solver: evaluate it as base/round_0")
-    return f"results/seed_{wildcards.seed}/students/{wildcards.condition}/round_{wildcards.round}"
+    return fill(STUDENT, seed=wildcards.seed, condition=wildcards.condition, round=wildcards.round)
 
 
 def arms():
@@ -212,23 +252,23 @@ def arms():
     return SD_CONDITIONS + (["grpo"] if "grpo" in EXPERIMENT["conditions"] else [])
 
 
-def eval_targets(split="eval"):
-    """Summary JSON of every checkpoint on a split: each arm's rounds 1..R per seed, and the base
-    solver once (under the first seed: it is the same model in every seed)."""
+def eval_keys(split="eval"):
+    """(seed, condition, round) of every checkpoint evaluated on a split: each arm's rounds 1..R per
+    seed, and the base solver once (under the first seed: it is the same model in every seed)."""
     if split not in EVAL_SPLITS:
         return []
-    base = [f"results/seed_{SEEDS[0]}/{split}/base/round_0.json"]
-    return base + [
-        f"results/seed_{seed}/{split}/{arm}/round_{r}.json"
-        for seed in SEEDS
-        for arm in arms()
-        for r in range(1, ROUNDS + 1)
-    ]
+    base = [(SEEDS[0], "base", 0)]
+    return base + [(seed, arm, r) for seed in SEEDS for arm in arms() for r in range(1, ROUNDS + 1)]
+
+
+def eval_targets(split="eval"):
+    """Summary JSON of every checkpoint on a split (in eval_keys(split) order)."""
+    return [fill(EVAL_SUMMARY, seed=seed, split=split, condition=c, round=r) for seed, c, r in eval_keys(split)]
 
 
 def eval_samples(split="eval"):
     """The samples Parquet beside each of eval_targets(split)."""
-    return [path.replace(".json", ".parquet") for path in eval_targets(split)]
+    return [fill(EVAL_SAMPLES, seed=seed, split=split, condition=c, round=r) for seed, c, r in eval_keys(split)]
 
 
 def train_log_keys():
@@ -238,17 +278,17 @@ def train_log_keys():
 
 def train_log_targets():
     """Training log of every arm's every round, per seed (in train_log_keys() order)."""
-    return [f"results/seed_{seed}/train_logs/{arm}/round_{r}.parquet" for seed, arm, r in train_log_keys()]
+    return [fill(TRAIN_LOG, seed=seed, condition=arm, round=r) for seed, arm, r in train_log_keys()]
 
 
 def student_targets():
     """Every arm's student of every round, per seed: `rule all` asks for each, so a missing one is rebuilt."""
-    return [f"results/seed_{seed}/students/{arm}/round_{r}" for seed, arm, r in train_log_keys()]
+    return [fill(STUDENT, seed=seed, condition=arm, round=r) for seed, arm, r in train_log_keys()]
 
 
 def problems_file(split):
     """The problems a stage reads: select_problems' kept ones when it is on, else prepare_problems'."""
-    return f"results/problems/selection/{split}.parquet" if SELECT else f"results/problems/{split}.parquet"
+    return fill(SELECTED_PROBLEMS if SELECT else PROBLEMS, split=split)
 
 
 def split_problems(wildcards):
@@ -263,12 +303,12 @@ def selection_subsection(name):
 
 def selection_critic_answers():
     """The critic's own answers to the candidates: needed only for an LLM critic (the oracle solves arith)."""
-    return ["results/problems/selection/critic_answers.parquet"] if config["critic"]["backend"] == "llm" else []
+    return [CRITIC_ANSWERS] if config["critic"]["backend"] == "llm" else []
 
 
 def selection_summaries():
     """select_problems' summary for the report, when the stage is on."""
-    return ["results/problems/selection/summary.json"] if SELECT else []
+    return [SELECTION_SUMMARY] if SELECT else []
 
 
 def critic_gpus(wildcards=None):

@@ -6,8 +6,8 @@ rule distill_student:
         traces=previous_sd_traces,
         student=previous_student,
     output:
-        model=directory("results/seed_{seed}/students/{condition}/round_{round}"),
-        train_log="results/seed_{seed}/train_logs/{condition}/round_{round}.parquet",
+        model=directory(STUDENT),
+        train_log=TRAIN_LOG,
     log:
         "logs/distill_student/seed_{seed}/{condition}/round_{round}.log",
     benchmark:

@@ -6,8 +6,8 @@ rule evaluate:
         problems=split_problems,
         model=eval_model,
     output:
-        samples="results/seed_{seed}/{split}/{condition}/round_{round}.parquet",
-        summary="results/seed_{seed}/{split}/{condition}/round_{round}.json",
+        samples=EVAL_SAMPLES,
+        summary=EVAL_SUMMARY,
     log:
         "logs/evaluate/seed_{seed}/{split}/{condition}/round_{round}.log",
     benchmark:

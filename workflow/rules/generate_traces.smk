@@ -5,7 +5,7 @@ rule generate_traces:
         problems=problems_file("train"),
         model=student_model,
     output:
-        "results/seed_{seed}/traces/{condition}/round_{round}.parquet",
+        TRACES,
     log:
         "logs/generate_traces/seed_{seed}/{condition}/round_{round}.log",
     benchmark:

@@ -1,12 +1,12 @@
 rule precompute_teacher_logprobs:
     input:
-        contexts="results/seed_{seed}/contexts/{condition}/round_{round}.parquet",
+        contexts=CONTEXTS,
         traces=sd_traces,
         critiques=sd_critiques,
         student_scores=sd_trace_scores,
         model=teacher_model,
     output:
-        "results/seed_{seed}/teacher_logprobs/{condition}/round_{round}.parquet",
+        TEACHER_LOGPROBS,
     log:
         "logs/precompute_teacher_logprobs/seed_{seed}/{condition}/round_{round}.log",
     benchmark:

@@ -7,7 +7,7 @@ rule prepare_models:
 
 rule prepare_model:
     output:
-        directory("resources/models/{model}"),
+        directory(MODEL),
     log:
         "logs/prepare_model/{model}.log",
     benchmark:

@@ -1,9 +1,9 @@
 rule prepare_problems:
     output:
-        train="results/problems/train.parquet",
-        eval="results/problems/eval.parquet",
-        dev="results/problems/dev.parquet",
-        rejects="results/problems/rejects.parquet",
+        train=fill(PROBLEMS, split="train"),
+        eval=fill(PROBLEMS, split="eval"),
+        dev=fill(PROBLEMS, split="dev"),
+        rejects=REJECTS,
     log:
         "logs/prepare_problems/prepare_problems.log",
     benchmark:

@@ -1,10 +1,10 @@
 rule query_critic:
     input:
-        traces="results/seed_{seed}/traces/{condition}/round_{round}.parquet",
+        traces=TRACES,
         problems=problems_file("train"),
         critic=critic_model_dirs(),
     output:
-        "results/seed_{seed}/critiques/{condition}/round_{round}.parquet",
+        CRITIQUES,
     log:
         "logs/query_critic/seed_{seed}/{condition}/round_{round}.log",
     benchmark:

@@ -3,10 +3,10 @@
 # Params: the teacher's engine settings only, so editing top_k or a template does not rescore.
 rule score_traces:
     input:
-        traces="results/seed_{seed}/traces/{condition}/round_{round}.parquet",
+        traces=TRACES,
         model=teacher_model,
     output:
-        "results/seed_{seed}/trace_scores/{condition}/round_{round}.parquet",
+        TRACE_SCORES,
     log:
         "logs/score_traces/seed_{seed}/{condition}/round_{round}.log",
     benchmark:

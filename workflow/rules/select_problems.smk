@@ -3,12 +3,12 @@
 # the base solver's n samples per candidate, the critic's own answers (LLM critic only), the filter.
 rule select_problems_solver:
     input:
-        train="results/problems/train.parquet",
-        eval="results/problems/eval.parquet",
-        dev="results/problems/dev.parquet",
-        model=f"resources/models/{config['solver']}",
+        train=fill(PROBLEMS, split="train"),
+        eval=fill(PROBLEMS, split="eval"),
+        dev=fill(PROBLEMS, split="dev"),
+        model=SOLVER,
     output:
-        "results/problems/selection/solver_samples.parquet",
+        SELECTION_SAMPLES,
     log:
         "logs/select_problems_solver/select_problems_solver.log",
     benchmark:
@@ -28,12 +28,12 @@ rule select_problems_solver:
 
 rule select_problems_critic:
     input:
-        train="results/problems/train.parquet",
-        eval="results/problems/eval.parquet",
-        dev="results/problems/dev.parquet",
+        train=fill(PROBLEMS, split="train"),
+        eval=fill(PROBLEMS, split="eval"),
+        dev=fill(PROBLEMS, split="dev"),
         critic=critic_model_dirs(),
     output:
-        "results/problems/selection/critic_answers.parquet",
+        CRITIC_ANSWERS,
     log:
         "logs/select_problems_critic/select_problems_critic.log",
     benchmark:
@@ -52,17 +52,17 @@ rule select_problems_critic:
 
 rule select_problems:
     input:
-        train="results/problems/train.parquet",
-        eval="results/problems/eval.parquet",
-        dev="results/problems/dev.parquet",
-        samples="results/problems/selection/solver_samples.parquet",
+        train=fill(PROBLEMS, split="train"),
+        eval=fill(PROBLEMS, split="eval"),
+        dev=fill(PROBLEMS, split="dev"),
+        samples=SELECTION_SAMPLES,
         critic_answers=selection_critic_answers(),
     output:
-        train="results/problems/selection/train.parquet",
-        eval="results/problems/selection/eval.parquet",
-        dev="results/problems/selection/dev.parquet",
-        dropped="results/problems/selection/dropped.parquet",
-        summary="results/problems/selection/summary.json",
+        train=fill(SELECTED_PROBLEMS, split="train"),
+        eval=fill(SELECTED_PROBLEMS, split="eval"),
+        dev=fill(SELECTED_PROBLEMS, split="dev"),
+        dropped=DROPPED,
+        summary=SELECTION_SUMMARY,
     log:
         "logs/select_problems/select_problems.log",
     benchmark:

@@ -1,13 +1,13 @@
 # Round r's GRPO student + its group traces and rewards -> round r+1's student.
 rule train_grpo:
     input:
-        traces=previous_round("results/seed_{seed}/traces/grpo/round_{prev}.parquet"),
-        critiques=previous_round("results/seed_{seed}/critiques/grpo/round_{prev}.parquet"),
+        traces=previous_round(fill(TRACES, condition="grpo", round="{prev}")),
+        critiques=previous_round(fill(CRITIQUES, condition="grpo", round="{prev}")),
         student=previous_student,
-        initial=f"resources/models/{config['solver']}",
+        initial=SOLVER,
     output:
-        model=directory("results/seed_{seed}/students/grpo/round_{round}"),
-        train_log="results/seed_{seed}/train_logs/grpo/round_{round}.parquet",
+        model=directory(fill(STUDENT, condition="grpo")),
+        train_log=fill(TRAIN_LOG, condition="grpo"),
     log:
         "logs/train_grpo/seed_{seed}/round_{round}.log",
     benchmark:
