@@ -239,7 +239,7 @@ def test_smoke_dag_selects_problems_and_threshold_edits_sample_nothing(smoke_run
     train = pl.read_parquet(selection / "train.parquet")
     assert train.schema == PROBLEMS_SCHEMA and train.height == 8  # 10 candidates, capped at 8
     samples = pl.read_parquet(selection / "solver_samples.parquet")
-    assert samples.group_by("problem_id").len()["len"].to_list() == [4] * 14  # 10 train + 4 eval candidates x 4
+    assert samples.group_by("problem_id").len()["len"].to_list() == [4] * 17  # 10 train + 4 eval + 3 dev candidates x 4
     summary = json.loads((selection / "summary.json").read_text())
     assert summary["splits"]["train"]["failing"]["over_cap"] == 2
     assert "Problem selection" in (smoke_run / "results/report.html").read_text()

@@ -387,11 +387,11 @@ def test_smoke_run_serves_evaluation_and_traces_from_one_server(tmp_path):
     started = [name for name, text in job_logs.items() if re.search(r"run server: .* started in", text)]
     assert len(started) == 1, started  # the first sampling job started it; the others used it
     url = re.search(r"at (http://127\.0\.0\.1:\d+)", server_log).group(1)
-    served = ["evaluate/seed_0/base/round_0.log", "evaluate/seed_0/critique/round_1.log"]
+    served = ["evaluate/seed_0/eval/base/round_0.log", "evaluate/seed_0/eval/critique/round_1.log"]
     served.append("generate_traces/seed_0/shared/round_0.log")
     for name in served:
         assert "server engine: " in job_logs[name] and url in job_logs[name], name
-    assert "as LoRA adapter" in job_logs["evaluate/seed_0/critique/round_1.log"]
+    assert "as LoRA adapter" in job_logs["evaluate/seed_0/eval/critique/round_1.log"]
     assert '/v1/load_lora_adapter HTTP/1.1" 200' in server_log
     in_process = job_logs["generate_traces/seed_0/critique/round_1.log"]
     assert "merged and run in-process" in in_process and "server engine: " not in in_process
